@@ -1,0 +1,121 @@
+"""The target-tokenizer contract: what the encoder-decoder writes.
+
+The transformer, the sampler and the training loop see only this interface, so one model writes
+image tokens (:class:`argen.vqgan.ImageTarget`) or SVG path tokens (:class:`argen.svg.SVGTokenizer`)
+without ever branching on which.
+
+Token ids ``0 .. vocab_size-1`` are the target's own. The decoder adds one more id, ``vocab_size``,
+as its begin-of-sequence input; targets never see it except in :meth:`token_features`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Grammar:
+    """A deterministic finite automaton over target tokens, applied as a logit mask while sampling.
+
+    ``allowed[s, v]``: token ``v`` may follow in state ``s``. ``transition[s, v]``: the state after
+    emitting ``v`` in state ``s``. Vectorised so a batch advances with two gathers per step.
+    """
+
+    allowed: torch.Tensor  # (S, V) bool
+    transition: torch.Tensor  # (S, V) long
+    start: int = 0
+
+    def to(self, device: torch.device | str) -> Grammar:
+        return Grammar(self.allowed.to(device), self.transition.to(device), self.start)
+
+    def initial(self, batch: int, device: torch.device | str | None = None) -> torch.Tensor:
+        return torch.full((batch,), self.start, dtype=torch.long, device=device or self.allowed.device)
+
+    def mask(self, state: torch.Tensor) -> torch.Tensor:
+        """(B,) states -> (B, V) bool mask of allowed next tokens."""
+        return self.allowed[state]
+
+    def step(self, state: torch.Tensor, token: torch.Tensor) -> torch.Tensor:
+        return self.transition[state, token]
+
+    def accepts(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T) token rows -> (B,) bool: every token was allowed where it stands."""
+        state = self.initial(tokens.shape[0], tokens.device)
+        ok = torch.ones(tokens.shape[0], dtype=torch.bool, device=tokens.device)
+        for t in range(tokens.shape[1]):
+            ok &= self.mask(state).gather(1, tokens[:, t : t + 1]).squeeze(1)
+            state = self.step(state, tokens[:, t])
+        return ok
+
+
+class TargetTokenizer:
+    """Base class of target tokenizers. Subclasses set the attributes and implement the methods.
+
+    Attributes:
+        vocab_size: number of target token ids the decoder predicts.
+        max_len: longest target sequence (exact length for fixed-length targets such as images).
+        eos_id: generation of a row stops after this token; ``None`` for fixed-length targets.
+        pad_id: id that fills rows after ``eos_id``; ignored by the loss. ``None`` if never padded.
+        feature_sizes: sizes of the extra embedding tables the decoder adds to its inputs (e.g. the
+            image row and column, or an SVG point's x and y). Empty for none.
+    """
+
+    vocab_size: int
+    max_len: int
+    eos_id: int | None = None
+    pad_id: int | None = None
+    feature_sizes: tuple[int, ...] = ()
+    kind: str = "target"
+
+    # -- training ---------------------------------------------------------------------------
+    def encode_batch(self, batch: dict[str, Any]) -> torch.Tensor:
+        """A collated data batch -> (B, L) long tensor of target ids, padded with ``pad_id``.
+
+        Image targets read ``batch["image"]`` (or pre-encoded ``batch["tokens"]``); SVG targets
+        read ``batch["svg"]``.
+        """
+        raise NotImplementedError
+
+    def token_features(self, inputs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """Decoder inputs (B, T) (id ``vocab_size`` is BOS) at ``positions`` (T,) -> (B, T, F) long.
+
+        Feature ``f`` indexes an embedding table of ``feature_sizes[f]`` rows; 0 can mean "none".
+        """
+        return inputs.new_zeros(*inputs.shape, 0)
+
+    # -- sampling ---------------------------------------------------------------------------
+    def grammar(self) -> Grammar | None:
+        """Constraint automaton for sampling, or ``None`` when any token may follow any other."""
+        return None
+
+    def decode(self, ids: torch.Tensor) -> list:
+        """(B, L) ids -> one output per row (a PIL image, an SVG string, …)."""
+        raise NotImplementedError
+
+    # -- export -----------------------------------------------------------------------------
+    def save_pretrained(self, directory: str | Path) -> None:
+        """Write what :func:`load_target` needs to rebuild this target into ``directory``."""
+        raise NotImplementedError
+
+    def to(self, device: torch.device | str) -> TargetTokenizer:
+        return self
+
+
+def load_target(directory: str | Path, device: str | torch.device = "cpu") -> TargetTokenizer:
+    """Rebuild a target tokenizer from the folder its ``save_pretrained`` wrote."""
+    from argen.export import read_config
+
+    kind = read_config(directory).get("argen_kind")
+    if kind == "image_tokenizer":
+        from argen.vqgan import ImageTarget
+
+        return ImageTarget(str(directory), device=device)
+    if kind == "svg_tokenizer":
+        from argen.svg import SVGTokenizer
+
+        return SVGTokenizer.from_pretrained(directory)
+    raise ValueError(f"{directory}: unknown target kind {kind!r}")
