@@ -1,0 +1,81 @@
+"""``python -m argen.train``: LightningCLI over any argen LightningModule and data module.
+
+Recipes are plain LightningCLI YAML (``-c recipe.yaml``) with dotted overrides
+(``--model.init_args.lr 3e-4 --trainer.max_steps 100``). Every run gets:
+
+- a W&B logger in offline mode (nothing prompts, nothing needs a network; ``wandb sync`` later, or
+  ``--trainer.logger.init_args.offline false`` to stream live),
+- ``<default_root_dir>/checkpoints/last.ckpt`` kept up to date and written on SIGTERM, so
+  ``--ckpt_path last`` resumes a stopped run,
+- an export bundle at ``<default_root_dir>/export`` after ``fit`` when the module has ``export(dir)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+
+from lightning.pytorch import LightningDataModule, LightningModule
+from lightning.pytorch.cli import LightningCLI
+
+from argen.callbacks import Checkpoint
+
+log = logging.getLogger("argen.train")
+
+DEFAULT_LOGGER = {
+    "class_path": "lightning.pytorch.loggers.WandbLogger",
+    "init_args": {"project": "argen", "offline": True},
+}
+
+
+class ArgenCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(Checkpoint, "checkpoint")
+
+    def before_instantiate_classes(self) -> None:
+        config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
+        root = config.trainer.default_root_dir or os.getcwd()
+        config.trainer.default_root_dir = root
+        if config.checkpoint.dirpath is None:
+            config.checkpoint.dirpath = str(Path(root) / "checkpoints")
+        logger = config.trainer.logger
+        # Keep W&B's files with the run instead of in whatever folder the user launched from.
+        if getattr(logger, "class_path", "").endswith("WandbLogger"):
+            if logger.init_args.get("save_dir") in (None, "."):
+                logger.init_args["save_dir"] = root
+            Path(root).mkdir(parents=True, exist_ok=True)
+
+    def after_fit(self) -> None:
+        export = getattr(self.model, "export", None)
+        if export is None:
+            return
+        if self.trainer.interrupted:
+            log.warning("fit was interrupted: no export written (resume with --ckpt_path last)")
+            return
+        if self.trainer.is_global_zero:
+            directory = Path(self.trainer.default_root_dir) / "export"
+            export(directory)
+            log.info("exported %s", directory)
+            print(f"argen: export bundle written to {directory}")
+
+
+def main(args: list[str] | None = None, run: bool = True) -> ArgenCLI:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return ArgenCLI(
+        LightningModule,
+        LightningDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        trainer_defaults={"logger": DEFAULT_LOGGER},
+        seed_everything_default=0,
+        save_config_kwargs={"overwrite": True},
+        parser_kwargs={"description": __doc__},
+        args=args,
+        run=run,
+    )
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
