@@ -1,0 +1,299 @@
+"""IconShop-style SVG target tokenizer: filled paths <-> one token per grid point.
+
+``encode`` normalizes an SVG (see :mod:`argen.svg.parse`) into the ``[0, grid]`` square and rounds
+every point to the nearest integer point (the far edge ``grid`` is clamped to ``grid - 1``);
+``decode`` writes those integers back, so a decoded SVG re-encodes to the same tokens. Rounding
+(not cells) keeps icons drawn on integer design grids exact at grids that are multiples of theirs.
+Segments that collapse onto one point are dropped (they draw nothing when filled), which also keeps
+sequences short.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from pathlib import Path as FsPath
+from typing import Any
+
+import torch
+
+from argen.svg import tokens as T
+from argen.svg.errors import SVGError
+from argen.svg.geometry import Path, Segment
+from argen.svg.parse import normalize, normalize_paths, paths_to_svg
+from argen.targets import Grammar, TargetTokenizer
+
+_CACHE_ENTRIES = 20_000  # encoded training icons kept in memory (epochs re-read the same SVGs)
+
+
+class SVGTokenizer(TargetTokenizer):
+    """Deterministic SVG-path target tokenizer (no weights).
+
+    Args:
+        grid: points per axis; coordinates are integers ``0 .. grid-1`` in the viewBox square.
+        max_len: longest target sequence, EOS included; longer samples are skipped in training.
+        fim_rate: share of training samples rewritten as fill-in-the-middle (IconShop: 0.5).
+    """
+
+    kind = "svg_tokenizer"
+
+    def __init__(self, grid: int = 200, max_len: int = 512, fim_rate: float = 0.0):
+        if not isinstance(grid, int) or not 2 <= grid <= 1024:
+            raise ValueError(f"SVGTokenizer grid must be an int in [2, 1024], got {grid!r}")
+        if not isinstance(max_len, int) or max_len < 8:
+            raise ValueError(f"SVGTokenizer max_len must be an int >= 8, got {max_len!r}")
+        if not 0.0 <= fim_rate <= 1.0:
+            raise ValueError(f"SVGTokenizer fim_rate must be in [0, 1], got {fim_rate!r}")
+        self.grid, self.max_len, self.fim_rate = grid, max_len, float(fim_rate)
+        self.vocab_size = T.vocab_size(grid)
+        self.eos_id, self.pad_id = T.EOS, T.PAD
+        self.feature_sizes = (grid + 1, grid + 1)
+        self.skipped: Counter[str] = Counter()
+        self._grammar: Grammar | None = None
+        self._cache: dict[str, list[list[int]] | SVGError] = {}
+
+    def __repr__(self) -> str:
+        return f"SVGTokenizer(grid={self.grid}, max_len={self.max_len}, fim_rate={self.fim_rate})"
+
+    # -- SVG -> tokens ---------------------------------------------------------------------------
+    def normalize(self, svg: str) -> str:
+        """The SVG as absolute M/L/C paths in the ``grid`` frame, before quantization."""
+        return normalize(svg, self.grid)
+
+    def _quantize(self, p: tuple[float, float]) -> tuple[int, int]:
+        g = self.grid - 1
+        return (min(max(math.floor(p[0] + 0.5), 0), g), min(max(math.floor(p[1] + 0.5), 0), g))
+
+    def _fit(self, p0: tuple[float, float], seg: Segment, depth: int = 0) -> list[Segment]:
+        """Split a cubic whose controls leave the grid (clamping them would bend the curve)."""
+        lo, hi = -1.0, float(self.grid)
+        if len(seg) == 1 or depth == 3 or all(lo <= v <= hi for p in seg[:2] for v in p):
+            return [seg]
+        c1, c2, p3 = seg
+        mid = lambda a, b: ((a[0] + b[0]) / 2, (a[1] + b[1]) / 2)  # noqa: E731
+        p01, p12, p23 = mid(p0, c1), mid(c1, c2), mid(c2, p3)
+        p012, p123 = mid(p01, p12), mid(p12, p23)
+        m = mid(p012, p123)
+        return self._fit(p0, (p01, p012, m), depth + 1) + self._fit(m, (p123, p23, p3), depth + 1)
+
+    def _path_tokens(self, path: Path) -> list[int]:
+        out = [T.PATH]
+        for start, segs in path:
+            cur = self._quantize(start)
+            sub = [T.CMD_M, self._point(cur)]
+            prev = start
+            for seg in (piece for s in segs for piece in self._fit(prev, s)):
+                prev = seg[-1]
+                qs = [self._quantize(p) for p in seg]
+                if all(q == cur for q in qs):
+                    continue  # collapsed onto one point: draws nothing
+                sub.append(T.CMD_L if len(qs) == 1 else T.CMD_C)
+                sub.extend(self._point(q) for q in qs)
+                cur = qs[-1]
+            if len(sub) > 2:
+                out.extend(sub)
+        return out if len(out) > 1 else []
+
+    def _point(self, q: tuple[int, int]) -> int:
+        return T.OFFSET + q[0] + q[1] * self.grid
+
+    def encode_paths(self, svg: str) -> list[list[int]]:
+        """Token ids of each drawn path (``PATH M …``), cached; raises :class:`SVGError`."""
+        hit = self._cache.get(svg) if isinstance(svg, str) else None
+        if hit is None:
+            try:
+                paths = [t for t in map(self._path_tokens, normalize_paths(svg, self.grid)) if t]
+                hit = paths if paths else SVGError("SVG draws nothing (no filled area)", "empty")
+            except SVGError as e:
+                hit = e
+            if isinstance(svg, str):
+                if len(self._cache) >= _CACHE_ENTRIES:
+                    self._cache.clear()
+                self._cache[svg] = hit
+        if isinstance(hit, SVGError):
+            raise SVGError(str(hit), hit.reason)
+        return hit
+
+    def encode(self, svg: str) -> torch.Tensor:
+        """1-D ids of the whole drawing, ending with EOS (not truncated to ``max_len``)."""
+        return torch.tensor([t for p in self.encode_paths(svg) for t in p] + [T.EOS])
+
+    def encode_prefix(self, svg: str) -> torch.Tensor:
+        """Ids of a partial drawing without EOS, for the decoder to continue."""
+        return self.encode(svg)[:-1]
+
+    def encode_fim(self, svg: str, index: int) -> torch.Tensor:
+        """Fill-in-the-middle ids: path ``index`` moved to the end (``… HOLE … MIDDLE path EOS``)."""
+        paths = self.encode_paths(svg)
+        if not -len(paths) <= index < len(paths):
+            raise IndexError(f"path index {index} out of range for {len(paths)} paths")
+        return torch.tensor(self._fim(paths, index % len(paths)))
+
+    @staticmethod
+    def _fim(paths: list[list[int]], k: int) -> list[int]:
+        flat = lambda ps: [t for p in ps for t in p]  # noqa: E731
+        return flat(paths[:k]) + [T.HOLE] + flat(paths[k + 1:]) + [T.MIDDLE] + paths[k] + [T.EOS]
+
+    def encode_batch(self, batch: dict[str, Any]) -> torch.Tensor:
+        """``batch["svg"]`` -> (B, L) ids padded with PAD; bad or too long samples become all-PAD
+        rows (no loss) and are counted in :attr:`skipped` by reason."""
+        svgs = batch["svg"]
+        if isinstance(svgs, (str, bytes)):
+            raise TypeError('encode_batch expects batch["svg"] to be a list of SVG strings')
+        rows: list[list[int]] = []
+        for svg in svgs:
+            try:
+                paths = self.encode_paths(svg)
+            except SVGError as e:
+                self.skipped[e.reason] += 1
+                rows.append([])
+                continue
+            seq = [t for p in paths for t in p] + [T.EOS]
+            if self.fim_rate > 0 and len(seq) + 2 <= self.max_len and torch.rand(()) < self.fim_rate:
+                seq = self._fim(paths, int(torch.randint(len(paths), ())))
+            if len(seq) > self.max_len:
+                self.skipped["too_long"] += 1
+                seq = []
+            rows.append(seq)
+        out = torch.full((len(rows), max([1] + [len(r) for r in rows])), T.PAD, dtype=torch.long)
+        for i, r in enumerate(rows):
+            out[i, : len(r)] = torch.tensor(r, dtype=torch.long)
+        return out
+
+    # -- decoder hooks ---------------------------------------------------------------------------
+    def token_features(self, inputs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """(B, T) ids -> (B, T, 2): (x+1, y+1) for point tokens, 0 for anything else (incl. BOS)."""
+        coord = inputs - T.OFFSET
+        is_point = (inputs >= T.OFFSET) & (inputs < self.vocab_size)
+        x = torch.where(is_point, coord % self.grid + 1, 0)
+        y = torch.where(is_point, coord // self.grid + 1, 0)
+        return torch.stack([x, y], dim=-1)
+
+    def grammar(self) -> Grammar:
+        if self._grammar is None:
+            self._grammar = T.build_grammar(self.grid)
+        return self._grammar
+
+    # -- tokens -> SVG ---------------------------------------------------------------------------
+    def decode(self, ids: torch.Tensor) -> list[str]:
+        """(B, L) ids -> one SVG per row. Lenient: unfinished commands, tokens out of place and ids
+        outside the vocabulary (e.g. the decoder's BOS) are dropped; never raises on a row."""
+        if isinstance(ids, torch.Tensor):
+            if ids.dim() == 1:
+                ids = ids.unsqueeze(0)
+            rows = ids.tolist()
+        else:
+            rows = [list(r) for r in ids]
+        return [self._decode_row(r) for r in rows]
+
+    def decode_one(self, ids: torch.Tensor) -> str:
+        """1-D ids -> one SVG string."""
+        return self.decode(torch.as_tensor(ids).reshape(1, -1))[0]
+
+    def decode_paths(self, ids: list[int]) -> list[list[tuple[tuple[int, int], list[tuple]]]]:
+        """Ids -> grid-cell paths (FIM middle re-inserted at its hole)."""
+        main: list = []
+        middle: list = []
+        target = main
+        hole: int | None = None
+        path: list | None = None
+        sub: tuple | None = None
+        cmd, pts = None, []
+
+        def close_path() -> None:
+            nonlocal path, sub
+            if path is not None:
+                if sub is not None and sub[1]:
+                    path.append(sub)
+                if path:
+                    target.append(path)
+            path, sub = None, None
+
+        for t in ids:
+            t = int(t)
+            if t in (T.EOS, T.PAD):
+                break
+            if t < 0 or t >= self.vocab_size:
+                continue
+            if t >= T.OFFSET:
+                if cmd is None:
+                    continue
+                pts.append(((t - T.OFFSET) % self.grid, (t - T.OFFSET) // self.grid))
+                if len(pts) < T.POINTS[cmd]:
+                    continue
+                if cmd == T.CMD_M:
+                    if path is None:
+                        path = []
+                    elif sub is not None and sub[1]:
+                        path.append(sub)
+                    sub = (pts[0], [])
+                elif sub is not None:
+                    sub[1].append(tuple(pts))
+                cmd, pts = None, []
+                continue
+            cmd, pts = None, []
+            if t in T.POINTS:
+                cmd = t
+            elif t == T.PATH:
+                close_path()
+                path = []
+            elif t == T.HOLE:
+                close_path()
+                if hole is None and target is main:
+                    hole = len(main)
+            elif t == T.MIDDLE:
+                close_path()
+                target = middle
+        close_path()
+        at = len(main) if hole is None else hole
+        return main[:at] + middle + main[at:]
+
+    def _decode_row(self, ids: list[int]) -> str:
+        paths = self.decode_paths(ids)
+        return paths_to_svg(paths, self.grid, fmt=lambda v: str(int(v)))
+
+    def cells_to_tokens(self, paths: list[list[tuple[tuple[int, int], list[Segment]]]]) -> list[int]:
+        """Inverse of :meth:`decode_paths` for drawings already on the grid (no FIM)."""
+        out: list[int] = []
+        for path in paths:
+            out.append(T.PATH)
+            for start, segs in path:
+                out += [T.CMD_M, self._point(start)]
+                for seg in segs:
+                    out.append(T.CMD_L if len(seg) == 1 else T.CMD_C)
+                    out.extend(self._point(p) for p in seg)
+        return out + [T.EOS]
+
+    def token_names(self, ids: torch.Tensor) -> list[str]:
+        """Readable names for ids (debugging): specials by name, points as ``(x,y)``."""
+        out = []
+        for t in torch.as_tensor(ids).reshape(-1).tolist():
+            if 0 <= t < T.OFFSET:
+                out.append(T.SPECIAL_NAMES[t])
+            elif T.OFFSET <= t < self.vocab_size:
+                out.append(f"({(t - T.OFFSET) % self.grid},{(t - T.OFFSET) // self.grid})")
+            else:
+                out.append(f"<{t}>")
+        return out
+
+    # -- export ----------------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        return {"grid": self.grid, "max_len": self.max_len, "fim_rate": self.fim_rate}
+
+    def save_pretrained(self, directory: str | FsPath) -> None:
+        """Write ``config.json`` (``argen_kind: svg_tokenizer`` and the constructor args)."""
+        from argen.export import CONFIG
+
+        directory = FsPath(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        config = {"argen_kind": self.kind, **self.config(), "vocab_size": self.vocab_size,
+                  "layout": "pad eos path M L C hole middle, then offset 8 + x + y*grid"}
+        (directory / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
+
+    @classmethod
+    def from_pretrained(cls, directory: str | FsPath) -> SVGTokenizer:
+        from argen.export import read_config
+
+        config = read_config(directory, cls.kind)
+        return cls(grid=config["grid"], max_len=config["max_len"], fim_rate=config.get("fim_rate", 0.0))
