@@ -1,0 +1,72 @@
+"""The icons dataset: the pack, captions, the held-out split, and shards written and read back."""
+
+import io
+import itertools
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from tokenizers import Tokenizer
+
+from argen.data import icons
+from argen.data.shards import shard_stats
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return icons.load_icons()
+
+
+def test_pack(pack):
+    assert len(pack) == 7447
+    slugs = [s for s, _ in pack]
+    assert slugs == sorted(slugs) and len(set(slugs)) == len(slugs)
+    assert all(svg.startswith("<svg") and "<path" in svg for _, svg in pack[:50])
+
+
+def test_caption():
+    assert icons.caption("account-arrow-down-outline") == "account arrow down outline"
+    assert icons.caption("numeric-1-box") == "numeric 1 box"
+
+
+def test_split(pack):
+    splits = [icons.split_of(s) for s, _ in pack]
+    assert splits == [icons.split_of(s) for s, _ in pack]  # deterministic
+    share = splits.count("val") / len(splits)
+    assert 0.03 < share < 0.07
+    by_slug = dict(zip((s for s, _ in pack), splits))
+    pairs = [(s, s + "-outline") for s in by_slug if s + "-outline" in by_slug]
+    assert len(pairs) > 1000 and all(by_slug[a] == by_slug[b] for a, b in pairs)
+
+
+def test_prepare_svg_shards(tmp_path):
+    out = tmp_path / "icons"
+    subprocess.run([sys.executable, "-m", "argen.data", "prepare", "icons", "--out", str(out), "--format", "svg"],
+                   check=True, capture_output=True, timeout=300)
+    train, val = sorted(out.glob("train-*.tar")), sorted(out.glob("val-*.tar"))
+    assert len(train) >= 16 and val
+    s = shard_stats([str(p) for p in train + val], progress=False)
+    assert s["samples"] >= 7000 and s["svgs"] == s["samples"] and s["skipped"] == 0 and s["images"] == 0
+    subprocess.run([sys.executable, "-m", "argen.data", "tokenizer", "--shards", str(out / "train-*.tar"),
+                    "--vocab-size", "400", "--out", str(out / "tok.json")], check=True, capture_output=True,
+                   timeout=300)
+    tok = Tokenizer.from_file(str(out / "tok.json"))
+    assert tok.get_vocab_size() == 400
+    assert tok.decode(tok.encode("account arrow down").ids) == "account arrow down"
+
+
+def test_png_samples():
+    pytest.importorskip("argen.svg.rasterize")
+    from PIL import Image
+
+    rows = list(itertools.islice(icons.samples("val", "png", 32), 3))
+    assert len(rows) == 3
+    for r in rows:
+        img = Image.open(io.BytesIO(r["png"]))
+        assert img.size == (32, 32) and img.mode == "RGB"
+        a = np.asarray(img)
+        assert a.min() < 100 and a.max() == 255  # dark glyph on white
+        assert icons.split_of(r["__key__"]) == "val" and r["txt"] == icons.caption(r["__key__"])
+    with pytest.raises(ValueError, match="format"):
+        next(icons.samples("val", "jpeg"))
