@@ -1,0 +1,242 @@
+"""Transformer building blocks shared by every argen model: attention, MLP, norms, positions.
+
+Attention lives here and nowhere else. One module serves encoder self-attention, decoder causal
+self-attention (with a static KV cache for fast decoding) and cross-attention (with memory K/V
+projected once per prompt), so the training path and the sampling path run the same code.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+NORMS = ("layernorm", "rmsnorm")
+
+
+@functools.cache
+def _apex_norms() -> dict[str, type] | None:
+    """Apex's fused norm classes when Apex is importable and CUDA is present, else ``None``."""
+    if not torch.cuda.is_available():
+        return None
+    try:
+        from apex.normalization import FusedLayerNorm, FusedRMSNorm
+    except Exception:  # not installed, or an unrelated PyPI "apex", or a broken build
+        return None
+    return {"layernorm": FusedLayerNorm, "rmsnorm": FusedRMSNorm}
+
+
+@functools.cache
+def _log_norm_choice(kind: str, source: str) -> None:
+    logger.info("argen norms: %s from %s", kind, source)
+
+
+def make_norm(kind: str, dim: int, eps: float = 1e-5) -> nn.Module:
+    """A LayerNorm or RMSNorm over the last dim: Apex's fused kernel when usable, else native.
+
+    Both variants hold the same parameters (``weight`` and, for LayerNorm, ``bias``), so
+    checkpoints move freely between machines with and without Apex.
+    """
+    if kind not in NORMS:
+        raise ValueError(f"norm must be one of {NORMS}, got {kind!r}")
+    fused = _apex_norms()
+    if fused is not None:
+        _log_norm_choice(kind, "apex (fused)")
+        return fused[kind](dim, eps=eps)
+    _log_norm_choice(kind, "torch (native)")
+    return nn.LayerNorm(dim, eps=eps) if kind == "layernorm" else nn.RMSNorm(dim, eps=eps)
+
+
+class PackedWeight:
+    """A oneDNN-prepacked copy of a linear layer's weight, for CPU inference.
+
+    PyTorch's default CPU GEMM re-packs the weight on every call, which dominates the few-row
+    matmuls of a decode step; packing once per generation made the CPU decode step about 1.4x
+    faster (benchmarks/sampling.py). The copy is used only without autograd, on CPU inputs of its
+    dtype, and only while the weight's version counter shows it unchanged since packing, so an
+    optimizer step or ``load_state_dict`` can never leave a stale copy in use. The two ops are the
+    ones ``torch.compile``'s CPU weight-freezing pass emits; builds without them fall back to
+    ``F.linear``.
+    """
+
+    def __init__(self, weight: torch.Tensor, rows: int):
+        self.source, self.version = weight, weight._version
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+
+    @classmethod
+    def create(cls, weight: torch.Tensor, rows: int) -> PackedWeight | None:
+        """The packed copy, or ``None`` where oneDNN cannot serve (not CPU, other dtype, no oneDNN)."""
+        if weight.device.type != "cpu" or weight.dtype not in (torch.float32, torch.bfloat16):
+            return None
+        if weight.numel() < 1 << 14:  # tiny layers: oneDNN's call overhead outweighs the repacking saved
+            return None
+        if not torch.backends.mkldnn.is_available():
+            return None
+        try:
+            packed = cls(weight, rows)
+            torch.ops.mkldnn._linear_pointwise(weight.new_zeros(1, weight.shape[1]), packed.packed, None,
+                                               "none", [], "")  # both ops exist and agree on the format
+            return packed
+        except (RuntimeError, AttributeError):  # an op missing from, or changed in, this PyTorch build
+            return None
+
+    def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
+        """``x @ W.T + bias`` from the packed copy, or ``None`` when it must not be used."""
+        if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != self.packed.dtype
+                or self.source._version != self.version):
+            return None
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters and state dict) that can run from a :class:`PackedWeight`."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.packed: PackedWeight | None = None
+
+    def pack(self, rows: int) -> None:
+        self.packed = PackedWeight.create(self.weight, rows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is not None:
+            y = self.packed.linear(x, self.bias)
+            if y is not None:
+                return y
+        return F.linear(x, self.weight, self.bias)
+
+
+class PositionalEmbedding(nn.Embedding):
+    """Learned absolute positions (as in Parti and BART), indexed by a (T,) position tensor.
+
+    2D image positions and IconShop's x/y embeddings are not here: they come from the target
+    tokenizer's feature tables, so the model never knows which target it writes.
+    """
+
+    def __init__(self, max_len: int, dim: int):
+        super().__init__(max_len, dim)
+        self.max_len = max_len
+
+
+def reusable(buffer: torch.Tensor) -> bool:
+    """False for a buffer made under ``torch.inference_mode`` when we are now outside it: such
+    tensors refuse in-place writes there (e.g. sampling in a Lightning validation step, then later)."""
+    return torch.is_inference_mode_enabled() or not buffer.is_inference()
+
+
+class KVCache(nn.Module):
+    """A static (B, H, T_max, Dh) key/value buffer pair, written in place at ``input_pos``.
+
+    Allocated once per generation and never grown, so a decode step does no ``torch.cat`` and the
+    buffers keep fixed addresses (what CUDA graphs need). Cross-attention reuses the same class
+    to hold the memory K/V computed once per prompt.
+    """
+
+    def __init__(self, batch: int, n_heads: int, max_len: int, head_dim: int,
+                 dtype: torch.dtype, device: torch.device | str | None = None):
+        super().__init__()
+        shape = (batch, n_heads, max_len, head_dim)
+        self.register_buffer("k", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+        self.register_buffer("v", torch.zeros(shape, dtype=dtype, device=device), persistent=False)
+
+    def matches(self, batch: int, max_len: int, dtype: torch.dtype, device: torch.device) -> bool:
+        """Whether this cache can be reused in place for a new generation of that shape."""
+        return (self.k.shape[0] == batch and self.k.shape[2] == max_len and self.k.dtype == dtype
+                and self.k.device == device and reusable(self.k))
+
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k, v`` (B, H, T, Dh) at positions ``input_pos`` (T,); return the full buffers."""
+        self.k.index_copy_(2, input_pos, k)
+        self.v.index_copy_(2, input_pos, v)
+        return self.k, self.v
+
+
+class Attention(nn.Module):
+    """Multi-head attention through ``F.scaled_dot_product_attention``.
+
+    ``cross=False``: self-attention with one fused QKV projection; with ``self.cache`` set and
+    ``input_pos`` given, new keys/values go into the static cache and queries attend to it.
+    ``cross=True``: queries from ``x``, keys/values from ``context``, or from ``self.cache``
+    when :meth:`fill_cross_cache` has stored the projected memory.
+
+    ``mask`` is a boolean (True = may attend) or additive float tensor broadcastable to
+    (B, H, T_q, T_k). SDPA's ``is_causal=True`` is top-left aligned, so it is only right when
+    queries and keys cover the same positions (training); cached decoding passes an explicit mask.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, cross: bool = False, bias: bool = True,
+                 dropout: float = 0.0):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
+        self.cross, self.dropout = cross, dropout
+        if cross:
+            self.q = Linear(d_model, d_model, bias=bias)
+            self.kv = Linear(d_model, 2 * d_model, bias=bias)
+        else:
+            self.qkv = Linear(d_model, 3 * d_model, bias=bias)
+        self.out = Linear(d_model, d_model, bias=bias)
+        self.cache: KVCache | None = None
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, D) -> (B, H, T, Dh) as a view."""
+        B, T, _ = x.shape
+        return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+
+    def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cross-attention keys and values of ``context`` (B, S, D), each (B, H, S, Dh)."""
+        k, v = self.kv(context).split(self.d_model, dim=-1)
+        return self._heads(k), self._heads(v)
+
+    @torch.no_grad()
+    def fill_cross_cache(self, context: torch.Tensor) -> None:
+        """Project ``context`` once and keep it, reusing the buffers when the shapes still fit."""
+        B, S, _ = context.shape
+        if self.cache is None or not self.cache.matches(B, S, context.dtype, context.device):
+            self.cache = KVCache(B, self.n_heads, S, self.head_dim, context.dtype, context.device)
+        k, v = self.project_kv(context)
+        self.cache.k.copy_(k)
+        self.cache.v.copy_(v)
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
+                *, input_pos: torch.Tensor | None = None, kv_len: int | None = None,
+                is_causal: bool = False) -> torch.Tensor:
+        B, T, D = x.shape
+        if self.cross:
+            q = self._heads(self.q(x))
+            if context is not None:
+                k, v = self.project_kv(context)
+            elif self.cache is not None:
+                k, v = self.cache.k, self.cache.v
+            else:
+                raise ValueError("cross-attention needs a context or a filled cross cache")
+        else:
+            q, k, v = (self._heads(t) for t in self.qkv(x).split(D, dim=-1))
+            if input_pos is not None:
+                if self.cache is None:
+                    raise ValueError("input_pos given but no KV cache is set up (call setup_cache first)")
+                k, v = self.cache.update(input_pos, k, v)
+                if kv_len is not None:  # eager decoding: attend to the filled prefix only
+                    k, v = k[:, :, :kv_len], v[:, :, :kv_len]
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
+                                           dropout_p=self.dropout if self.training else 0.0)
+        return self.out(y.transpose(1, 2).reshape(B, T, D))
+
+
+class MLP(nn.Module):
+    """Position-wise feed-forward: Linear -> GELU -> Linear (Parti / BART style)."""
+
+    def __init__(self, d_model: int, d_ff: int, *, bias: bool = True, dropout: float = 0.0):
+        super().__init__()
+        self.fc = Linear(d_model, d_ff, bias=bias)
+        self.proj = Linear(d_ff, d_model, bias=bias)
+        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.drop(F.gelu(self.fc(x))))

@@ -1,0 +1,162 @@
+"""argen.nn: attention (self, causal, cached, cross), MLP, norms."""
+
+import logging
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from argen.nn import MLP, Attention, KVCache, Linear, PositionalEmbedding, make_norm
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """These models are tiny: one thread is as fast, and immune to OpenMP threads that spin-wait for
+    a descheduled partner on a busy machine (which made this file ~30x slower under load)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reference_attention(q, k, v, mask=None):
+    """Plain softmax(QK^T / sqrt(d) + mask) V, to check SDPA usage against."""
+    scores = q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1) @ v
+
+
+def split_heads(x, h):
+    B, T, D = x.shape
+    return x.view(B, T, h, D // h).transpose(1, 2)
+
+
+@pytest.fixture
+def attn():
+    torch.manual_seed(0)
+    return Attention(32, 4).eval()
+
+
+def test_self_attention_matches_reference_with_padding_mask(attn):
+    x = torch.randn(2, 5, 32)
+    mask = torch.tensor([[True] * 5, [True, True, True, False, False]])[:, None, None, :]
+    q, k, v = (split_heads(t, 4) for t in attn.qkv(x).split(32, -1))
+    want = attn.out(reference_attention(q, k, v, mask).transpose(1, 2).reshape(2, 5, 32))
+    torch.testing.assert_close(attn(x, mask=mask), want, atol=1e-6, rtol=1e-5)
+
+
+def test_causal_self_attention_matches_reference(attn):
+    x = torch.randn(2, 6, 32)
+    causal = torch.ones(6, 6, dtype=torch.bool).tril()
+    q, k, v = (split_heads(t, 4) for t in attn.qkv(x).split(32, -1))
+    want = attn.out(reference_attention(q, k, v, causal).transpose(1, 2).reshape(2, 6, 32))
+    torch.testing.assert_close(attn(x, is_causal=True), want, atol=1e-6, rtol=1e-5)
+
+
+def test_kv_cache_prefill_then_steps_equals_full_causal_pass(attn):
+    x = torch.randn(3, 9, 32)
+    full = attn(x, is_causal=True)
+    attn.cache = KVCache(3, 4, 9, 8, torch.float32)
+    k_ptr = attn.cache.k.data_ptr()
+    pos = torch.arange(9)
+    # prefill 4 positions in one pass with an explicit bottom-right causal mask
+    mask = torch.arange(4) <= pos[:4, None]
+    outs = [attn(x[:, :4], mask=mask, input_pos=pos[:4], kv_len=4)]
+    for t in range(4, 9):  # then one query at a time over the filled prefix
+        outs.append(attn(x[:, t : t + 1], input_pos=pos[t : t + 1], kv_len=t + 1))
+    torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-5, rtol=1e-5)
+    assert attn.cache.k.data_ptr() == k_ptr  # written in place, never reallocated
+
+
+def test_static_cache_with_full_length_mask_equals_sliced(attn):
+    """The compile-friendly path (whole cache + position mask) matches the eager sliced path."""
+    x = torch.randn(2, 5, 32)
+    full = attn(x, is_causal=True)
+    attn.cache = KVCache(2, 4, 12, 8, torch.float32)
+    for t in range(5):
+        pos = torch.tensor([t])
+        y = attn(x[:, t : t + 1], mask=torch.arange(12) <= pos[:, None], input_pos=pos)
+        torch.testing.assert_close(y, full[:, t : t + 1], atol=1e-5, rtol=1e-5)
+
+
+def test_input_pos_without_cache_is_an_error(attn):
+    with pytest.raises(ValueError, match="no KV cache"):
+        attn(torch.randn(1, 1, 32), input_pos=torch.tensor([0]))
+
+
+def test_cross_attention_cache_equals_recomputing_and_reuses_buffers():
+    torch.manual_seed(1)
+    cross = Attention(32, 4, cross=True).eval()
+    x, memory = torch.randn(2, 3, 32), torch.randn(2, 7, 32)
+    mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])[:, None, None, :]
+    want = cross(x, memory, mask)
+    q = split_heads(cross.q(x), 4)
+    k, v = cross.project_kv(memory)
+    torch.testing.assert_close(
+        want, cross.out(reference_attention(q, k, v, mask).transpose(1, 2).reshape(2, 3, 32)), atol=1e-6, rtol=1e-5)
+    cross.fill_cross_cache(memory)
+    ptr = cross.cache.k.data_ptr()
+    torch.testing.assert_close(cross(x, None, mask), want)
+    cross.fill_cross_cache(memory * 2)  # same shapes: same buffers, new contents
+    assert cross.cache.k.data_ptr() == ptr
+    assert not torch.allclose(cross(x, None, mask), want)
+
+
+def test_cross_attention_without_memory_is_an_error():
+    with pytest.raises(ValueError, match="context"):
+        Attention(16, 2, cross=True)(torch.randn(1, 1, 16))
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ValueError, match="divisible"):
+        Attention(30, 4)
+
+
+def test_norms_are_native_on_cpu_and_logged(caplog):
+    from argen import nn as argen_nn
+
+    argen_nn._log_norm_choice.cache_clear()
+    with caplog.at_level(logging.INFO, logger="argen.nn"):
+        ln, rms, _ = make_norm("layernorm", 8), make_norm("rmsnorm", 8), make_norm("rmsnorm", 8)
+    if not torch.cuda.is_available():
+        assert type(ln) is nn.LayerNorm and type(rms) is nn.RMSNorm
+    messages = [r.getMessage() for r in caplog.records if "argen norms" in r.getMessage()]
+    assert len(messages) == 2  # once per kind, not once per layer
+    x = torch.randn(4, 8) * 5 + 3
+    torch.testing.assert_close(rms(x), x / x.pow(2).mean(-1, keepdim=True).add(1e-5).sqrt())
+
+
+def test_unknown_norm_is_an_error():
+    with pytest.raises(ValueError, match="norm must be one of"):
+        make_norm("batchnorm", 8)
+
+
+def test_mlp_and_positions():
+    mlp = MLP(16, 64)
+    assert mlp(torch.randn(2, 3, 16)).shape == (2, 3, 16)
+    pos = PositionalEmbedding(10, 16)
+    assert pos(torch.arange(4)).shape == (4, 16) and pos.max_len == 10
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_packed_linear_matches_and_never_goes_stale():
+    torch.manual_seed(2)
+    lin = Linear(256, 320)
+    x = torch.randn(5, 1, 256)
+    lin.pack(5)
+    assert lin.packed is not None
+    with torch.no_grad():
+        assert lin.packed.linear(x, lin.bias) is not None  # the packed copy really serves
+        torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias), atol=1e-4, rtol=1e-5)
+        lin.weight.mul_(2)  # an optimizer step / load_state_dict changes the weight in place
+        assert lin.packed.linear(x, lin.bias) is None
+        torch.testing.assert_close(lin(x), torch.nn.functional.linear(x, lin.weight, lin.bias))
+    lin.pack(5)
+    lin(x).sum().backward()  # with autograd the plain weight is used, so gradients reach it
+    assert lin.weight.grad is not None and lin.weight.grad.abs().sum() > 0
+    assert set(lin.state_dict()) == {"weight", "bias"}
+    small = Linear(16, 24)
+    small.pack(5)
+    assert small.packed is None  # too small to gain from packing
