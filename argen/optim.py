@@ -40,9 +40,15 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.1):
 
 
 def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay matrices only: norms, biases and embeddings' 1-D parameters are left undecayed."""
-    decay, no_decay = [], []
-    for p in module.parameters():
-        if p.requires_grad:
-            (decay if p.dim() >= 2 else no_decay).append(p)
+    """Decay the weights of linear and embedding layers only; norms and biases stay undecayed.
+
+    Chosen by module type, not tensor rank: FSDP flattens parameters, so rank says nothing there.
+    """
+    decay, no_decay, seen = [], [], set()
+    for m in module.modules():
+        for name, p in m.named_parameters(recurse=False):
+            if p.requires_grad and id(p) not in seen:  # tied weights appear in two modules
+                seen.add(id(p))
+                matrix = isinstance(m, (torch.nn.Linear, torch.nn.Embedding)) and name == "weight"
+                (decay if matrix else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

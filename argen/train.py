@@ -7,6 +7,7 @@ Recipes are plain LightningCLI YAML (``-c recipe.yaml``) with dotted overrides
   ``--trainer.logger.init_args.offline false`` to stream live),
 - ``<default_root_dir>/checkpoints/last.ckpt`` kept up to date and written on SIGTERM, so
   ``--ckpt_path last`` resumes a stopped run,
+- tokens/s and MFU logged by :class:`argen.throughput.Throughput` (``--throughput.peak_flops`` to override),
 - an export bundle at ``<default_root_dir>/export`` after ``fit`` when the module has ``export(dir)``.
 """
 
@@ -21,6 +22,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.cli import LightningCLI
 
 from argen.callbacks import Checkpoint
+from argen.throughput import Throughput
 
 log = logging.getLogger("argen.train")
 
@@ -33,6 +35,7 @@ DEFAULT_LOGGER = {
 class ArgenCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(Checkpoint, "checkpoint")
+        parser.add_lightning_class_args(Throughput, "throughput")
 
     def before_instantiate_classes(self) -> None:
         config = self.config.get(self.subcommand, self.config) if self.subcommand else self.config
@@ -54,11 +57,26 @@ class ArgenCLI(LightningCLI):
         if self.trainer.interrupted:
             log.warning("fit was interrupted: no export written (resume with --ckpt_path last)")
             return
+        state = _full_state_dict(self.trainer.strategy)  # collective under FSDP: every rank calls it
         if self.trainer.is_global_zero:
             directory = Path(self.trainer.default_root_dir) / "export"
-            export(directory)
+            export(directory) if state is None else export(directory, state_dict=state)
             log.info("exported %s", directory)
             print(f"argen: export bundle written to {directory}")
+
+
+def _full_state_dict(strategy) -> dict | None:
+    """The unsharded module state under FSDP (gathered to rank 0, on CPU); ``None`` elsewhere."""
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    if not isinstance(strategy, FSDPStrategy):
+        return None
+    from torch.distributed.fsdp import FullStateDictConfig, StateDictType
+    from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+
+    config = FullStateDictConfig(offload_to_cpu=True, rank0_only=True)
+    with FSDP.state_dict_type(strategy.model, StateDictType.FULL_STATE_DICT, config):
+        return strategy.model.state_dict()
 
 
 def main(args: list[str] | None = None, run: bool = True) -> ArgenCLI:

@@ -1,0 +1,147 @@
+"""``argen.Generator``: load an export bundle and turn prompts into images or SVG icons."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from argen.export import load_bundle
+from argen.targets import TargetTokenizer, load_target
+from argen.text import TextTokenizer
+from argen.transformer.model import EncoderDecoder, TransformerConfig
+from argen.transformer.sampling import generate as sample_tokens
+from argen.transformer.sampling import rerank_scores
+
+Scorer = Callable[[str, list], Sequence[float]]
+
+
+class Generator:
+    """A trained encoder-decoder with its text tokenizer and target tokenizer.
+
+    ``generate`` returns, per prompt, a list of outputs: PIL images for an image model, SVG strings
+    for an SVG model. Defaults for guidance and sampling come from the bundle (set at training time).
+    """
+
+    def __init__(self, net: EncoderDecoder, text_tokenizer: TextTokenizer, target: TargetTokenizer,
+                 sampling: dict | None = None):
+        self.net = net.eval()
+        self.text_tokenizer = text_tokenizer
+        self.target = target
+        self.sampling = {"cfg_scale": 3.0, "temperature": 1.0, "top_k": None, "top_p": None, **(sampling or {})}
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> Generator:
+        """Load an export bundle (safetensors + JSON; nothing is unpickled)."""
+        directory = Path(directory)
+        config, state = load_bundle(directory, kind="generator")
+        arch = dict(config["transformer"])
+        arch["target_feature_sizes"] = tuple(arch.get("target_feature_sizes", ()))
+        net = EncoderDecoder(TransformerConfig(**arch))
+        net.load_state_dict(state)
+        net.to(device=device, dtype=dtype)
+        text = TextTokenizer.from_file(directory / config["text_tokenizer"])
+        target = load_target(directory / config["target"], device=device)
+        return cls(net, text, target, sampling=config.get("sampling"))
+
+    # -- public API -------------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], num_samples: int = 1, cfg_scale: float | None = None,
+                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+                 seed: int | None = None, rerank: bool | Scorer = False, use_cache: bool = True,
+                 batch_size: int = 64, prefix: torch.Tensor | None = None,
+                 progress: bool = False) -> list[list]:
+        """Sample ``num_samples`` outputs for each prompt.
+
+        ``seed`` fixes the samples: sample ``j`` of a prompt depends only on (seed, j) and the prompt,
+        not on which other prompts share the batch. ``rerank=True`` orders each prompt's samples by
+        the model's own conditional minus unconditional log-likelihood (best first); a callable
+        ``scorer(prompt, outputs) -> scores`` ranks with an external model (e.g. CLIP) instead.
+        """
+        s = self.sampling
+        cfg_scale = s["cfg_scale"] if cfg_scale is None else cfg_scale
+        temperature = s["temperature"] if temperature is None else temperature
+        top_k = s["top_k"] if top_k is None else top_k
+        top_p = s["top_p"] if top_p is None else top_p
+        self._check(prompts, num_samples, cfg_scale, temperature, top_k, top_p, batch_size)
+        if seed is None:
+            seed = int(torch.randint(0, 2**31 - 1, ()).item())
+
+        rows = [(p, j) for p in prompts for j in range(num_samples)]
+        tokens = []
+        chunks = range(0, len(rows), batch_size)
+        if progress:
+            from tqdm import tqdm
+
+            chunks = tqdm(chunks, desc="sampling", unit="batch")
+        for start in chunks:
+            chunk = rows[start : start + batch_size]
+            text_ids, text_mask = self._text([p for p, _ in chunk])
+            null_ids, null_mask = self._text([""] * len(chunk))
+            seeds = [zlib.crc32(f"{seed}:{j}".encode()) for _, j in chunk]
+            row_prefix = None if prefix is None else prefix.to(self.device).expand(len(chunk), -1)
+            tokens.append(sample_tokens(
+                self.net, text_ids, text_mask, self.target, uncond_ids=null_ids, uncond_mask=null_mask,
+                cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, seeds=seeds,
+                prefix=row_prefix, use_cache=use_cache))
+        width = max(t.shape[1] for t in tokens)
+        pad = self.target.pad_id if self.target.pad_id is not None else 0
+        tokens = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad) for t in tokens])
+        outputs = self.target.decode(tokens)
+        per_prompt = [outputs[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
+        if rerank:
+            per_prompt = [self._rerank(p, outs, tokens[i * num_samples : (i + 1) * num_samples], rerank)
+                          for i, (p, outs) in enumerate(zip(prompts, per_prompt))]
+        return per_prompt
+
+    def complete(self, prompt: str, svg_prefix: str, num_samples: int = 1, **kwargs) -> list:
+        """Finish a partly drawn SVG: its paths are kept as forced first tokens (SVG models only)."""
+        encode_prefix = getattr(self.target, "encode_prefix", None)
+        if encode_prefix is None:
+            raise ValueError(f"complete() needs an SVG model; this one writes {self.target.kind!r} tokens")
+        prefix = encode_prefix(svg_prefix).unsqueeze(0)
+        return self.generate([prompt], num_samples=num_samples, prefix=prefix, **kwargs)[0]
+
+    # -- helpers ----------------------------------------------------------------------------
+    def _text(self, prompts: list[str]):
+        ids, mask = self.text_tokenizer.encode(prompts, max_len=self.net.config.max_text_len, warn=True)
+        return ids.to(self.device), mask.to(self.device)
+
+    def _rerank(self, prompt: str, outputs: list, tokens: torch.Tensor, rerank) -> list:
+        if callable(rerank):
+            scores = torch.as_tensor([float(s) for s in rerank(prompt, outputs)])
+        else:
+            scores = rerank_scores(self.net, *self._text([prompt] * len(outputs)),
+                                   *self._text([""] * len(outputs)), tokens, self.target).cpu()
+        order = torch.argsort(scores, descending=True, stable=True).tolist()
+        return [outputs[i] for i in order]
+
+    @staticmethod
+    def _check(prompts, num_samples, cfg_scale, temperature, top_k, top_p, batch_size) -> None:
+        if isinstance(prompts, str):
+            raise ValueError("prompts must be a list of strings, not a single string")
+        if not prompts:
+            raise ValueError("prompts is empty: give at least one prompt")
+        for i, p in enumerate(prompts):
+            if not isinstance(p, str):
+                raise ValueError(f"prompt {i} is a {type(p).__name__}, not a string")
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        if temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {temperature}")
+        if top_p is not None and not 0 < top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+        if top_k is not None and top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        if cfg_scale < 0:
+            raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+

@@ -1,0 +1,77 @@
+"""``python -m argen.sample EXPORT_DIR --prompt "a red circle" --num-samples 4 --out grid.png``
+
+Image models write one captioned grid PNG. SVG models write a folder of ``.svg`` files plus a
+``contact_sheet.png`` (``--out`` names the folder; a ``.png`` suffix is dropped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+
+from tqdm import tqdm
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m argen.sample", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("export", help="export bundle folder (e.g. runs/parti-demo/export)")
+    p.add_argument("--prompt", action="append", default=[], help="a prompt; repeat for several")
+    p.add_argument("--prompts-file", help="a text file with one prompt per line")
+    p.add_argument("--num-samples", type=int, default=4)
+    p.add_argument("--out", default="samples.png", help="grid PNG (image models) or folder (SVG models)")
+    p.add_argument("--cfg-scale", type=float, default=None, help="default: the bundle's")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--rerank", action="store_true", help="order samples by cond - uncond likelihood")
+    p.add_argument("--no-cache", action="store_true", help="recompute every step (slow; for checking)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--cell", type=int, default=128, help="grid cell size in pixels")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    prompts = list(args.prompt)
+    if args.prompts_file:
+        prompts += [line.strip() for line in Path(args.prompts_file).read_text().splitlines() if line.strip()]
+    if not prompts:
+        sys.exit("error: give at least one --prompt or a --prompts-file")
+
+    from argen.generator import Generator
+    from argen.grid import image_grid
+
+    generator = Generator.from_pretrained(args.export, device=args.device)
+    outputs = []
+    for prompt in tqdm(prompts, desc="sampling", unit="prompt"):
+        outputs += generator.generate(
+            [prompt], num_samples=args.num_samples, cfg_scale=args.cfg_scale, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, seed=args.seed, rerank=args.rerank,
+            use_cache=not args.no_cache, batch_size=args.batch_size)
+    flat = [o for per_prompt in outputs for o in per_prompt]
+    captions = [p for p in prompts for _ in range(args.num_samples)]
+    grid = image_grid(flat, captions, ncol=max(args.num_samples, min(8, len(flat))), cell=args.cell)
+
+    out = Path(args.out)
+    if isinstance(flat[0], str):  # SVG model: the files themselves, plus a contact sheet
+        folder = out.with_suffix("") if out.suffix == ".png" else out
+        folder.mkdir(parents=True, exist_ok=True)
+        for i, (svg, caption) in enumerate(zip(flat, captions)):
+            slug = re.sub(r"[^a-z0-9]+", "-", caption.lower()).strip("-")[:40]
+            (folder / f"{i:04d}_{slug}.svg").write_text(svg)
+        grid.save(folder / "contact_sheet.png")
+        print(f"wrote {len(flat)} SVG files and {folder / 'contact_sheet.png'}")
+    else:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        grid.save(out)
+        print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
