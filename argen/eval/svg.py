@@ -1,0 +1,239 @@
+"""``argen.eval svg``: validity, Uniqueness, Novelty (IconShop's definitions), FID on rasters,
+prompt fidelity and a contact sheet for a text->SVG generator.
+
+Prompts default to held-out icons (the ``val`` split of :mod:`argen.data.icons`, never trained on),
+so each prompt has a reference drawing: "IoU to reference" says how close the samples come to it.
+Novelty compares samples with the training icons as the model saw them, ``decode(encode(svg))``
+with the export's own tokenizer, so a memorised icon is not called novel because of quantization.
+FID compares rasters of the valid samples with rasters of the held-out icons; its reference row
+does the same for as many training icons (through the tokenizer): a perfect model's value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from argen.eval.prompts import PromptRow, read_prompts
+
+DEFAULT_PROMPTS = 32
+
+
+def heldout_icons(n: int | None = DEFAULT_PROMPTS) -> list[PromptRow]:
+    """``n`` held-out icons spread evenly over the sorted ``val`` split (all of them for None)."""
+    from argen.data.icons import caption, load_icons, split_of
+
+    slugs = [s for s, _ in load_icons() if split_of(s) == "val"]
+    if n is not None and n < len(slugs):
+        slugs = [slugs[int(round(i))] for i in np.linspace(0, len(slugs) - 1, n)]
+    return [PromptRow(caption(s), "outline" if s.endswith("-outline") else "filled", "held-out icon",
+                      {"slug": s}) for s in slugs]
+
+
+def placeholder(size: int, text: str = "invalid") -> Image.Image:
+    img = Image.new("RGB", (size, size), (235, 225, 225))
+    ImageDraw.Draw(img).text((4, size // 2 - 6), text, fill=(160, 40, 40))
+    return img
+
+
+def raster(svg: str, size: int) -> Image.Image:
+    """The SVG drawn on white, or a placeholder when it does not render."""
+    from argen.svg import SVGError
+    from argen.svg.rasterize import rasterize
+
+    try:
+        return rasterize(svg, size)
+    except SVGError:
+        return placeholder(size)
+
+
+def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -> list[str]:
+    """Training-split icons as the model saw them: ``decode(encode(svg))`` (failures skipped).
+
+    ``limit`` takes that many, spread evenly over the sorted split (for quick checks only).
+    """
+    from tqdm import tqdm
+
+    from argen.data.icons import load_icons, split_of
+    from argen.svg import SVGError
+
+    icons = [svg for s, svg in load_icons() if split_of(s) == "train"]
+    if limit is not None and limit < len(icons):
+        icons = [icons[int(round(i))] for i in np.linspace(0, len(icons) - 1, limit)]
+    out = []
+    for svg in tqdm(icons, desc="tokenizing training icons", unit=" icons", disable=not progress):
+        try:
+            out.append(tokenizer.decode_one(tokenizer.encode(svg)))
+        except SVGError:
+            continue
+    return out
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("ARGEN_CACHE", Path.home() / ".cache" / "argen"))
+
+
+def cached_masks(svgs: list[str], size: int = 64, progress: bool = True) -> np.ndarray:
+    """Masks of the valid ``svgs`` (``(N, size²)`` bool), cached on disk by a hash of the texts.
+
+    Rendering ~7,000 training icons takes half a minute; their masks only change with the
+    tokenizer's grid (which changes the decoded texts) or the icon set, both covered by the hash.
+    Set ``$ARGEN_CACHE`` to move the cache; an unwritable cache is skipped.
+    """
+    from tqdm import tqdm
+
+    from argen.svg.metrics import raster_masks
+
+    digest = hashlib.sha1(f"{size}\n".encode() + "\0".join(svgs).encode()).hexdigest()[:16]
+    path = cache_dir() / f"svg-masks-{size}-{digest}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return np.unpackbits(z["bits"], axis=1, count=size * size).astype(bool)
+    chunks = range(0, len(svgs), 256)
+    parts = [raster_masks(svgs[i:i + 256], size) for i in tqdm(chunks, desc="rendering training icons",
+                                                                unit="x256", disable=not progress)]
+    masks = np.concatenate([m[v] for m, v in parts]) if parts else np.zeros((0, size * size), bool)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp.npz")
+        np.savez_compressed(tmp, bits=np.packbits(masks, axis=1))
+        tmp.replace(path)
+    except OSError:
+        pass
+    return masks
+
+
+def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None = None,
+                 num_prompts: int = DEFAULT_PROMPTS, num_samples: int = 2, seed: int = 0, batch_size: int = 64,
+                 device: str = "cpu", features: str = "auto", inception_weights: str | None = None,
+                 raster_size: int = 64, train_limit: int | None = None, cell: int = 96, wandb: bool = False,
+                 progress: bool = True) -> dict[str, Any]:
+    """Sample held-out icon prompts (or a TSV suite), measure, and write the report to ``out``.
+
+    ``train_limit`` compares novelty with only that many training icons (quick checks; the
+    report says how many were used).
+    """
+    from argen.data.icons import load_icons, split_of
+    from argen.eval import check_generator
+    from argen.eval.fid import FID, fid_kid
+    from argen.eval.report import Report, sampling_text, slug
+    from argen.generator import Generator
+    from argen.svg.metrics import novelty as novelty_of
+    from argen.svg.metrics import pairwise_iou, raster_masks, uniqueness
+
+    check_generator(export, "svg_tokenizer", "svg")
+    rows = read_prompts(prompts) if prompts is not None else heldout_icons(num_prompts)
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
+    fid = FID(features, inception_weights, device)
+    gen = Generator.from_pretrained(export, device=device)
+    report = Report(out, f"argen eval svg: {export}", {
+        "subcommand": "svg", "export": str(export), "prompts": str(prompts) if prompts else "held-out icons",
+        "num_prompts": len(rows), "num_samples": num_samples, "seed": seed, "sampling": gen.sampling,
+        "tokenizer": repr(gen.target), "raster_size": raster_size, "train_limit": train_limit,
+        "fid_features": fid.name}, wandb)
+
+    outputs = gen.generate([r.prompt for r in rows], num_samples=num_samples, seed=seed, batch_size=batch_size,
+                           progress=progress)
+    samples = [svg for per in outputs for svg in per]
+    folder = report.out / "svg"
+    folder.mkdir(exist_ok=True)
+    for i, (r, per) in enumerate(zip(rows, outputs)):
+        for j, svg in enumerate(per):
+            (folder / f"{i:04d}-{j}-{slug(r.prompt)[:40]}.svg").write_text(svg)
+
+    # -- validity, uniqueness, novelty --------------------------------------------------------------
+    masks, valid = raster_masks(samples)
+    train = training_icons(gen.target, train_limit, progress)
+    train_masks = cached_masks(train, progress=progress)
+    m: dict[str, Any] = {"samples": len(samples), "validity": float(valid.mean()),
+                         "uniqueness": uniqueness(samples), "novelty": novelty_of(samples, train_masks),
+                         "training_icons": len(train_masks)}
+
+    # -- prompt fidelity: IoU of samples with the prompt's reference icon ----------------------------
+    icons = dict(load_icons())
+    refs = [icons.get(r.extra.get("slug", "")) for r in rows]
+    best, every, per_cat = [], [], {}
+    for k, (r, ref) in enumerate(zip(rows, refs)):
+        if ref is None:
+            continue
+        ref_mask, ok = raster_masks([ref])
+        if not ok[0]:
+            continue
+        own = masks[k * num_samples:(k + 1) * num_samples]
+        ious = pairwise_iou(own, ref_mask)[:, 0] * valid[k * num_samples:(k + 1) * num_samples]
+        best.append(float(ious.max()))
+        every.extend(ious.tolist())
+        per_cat.setdefault(r.category, []).append(float(ious.max()))
+    m["iou_to_reference_best"] = float(np.mean(best)) if best else None
+    m["iou_to_reference_mean"] = float(np.mean(every)) if every else None
+    m["prompts_with_reference"] = len(best)
+
+    # -- FID on rasters -----------------------------------------------------------------------------
+    fakes = [raster(s, raster_size) for s, ok in zip(samples, valid) if ok]
+    real_svgs = [svg for s, svg in load_icons() if split_of(s) == "val"]
+    real = [raster(s, raster_size) for s in real_svgs]
+    rng = np.random.default_rng(seed)
+    ref_train = [raster(train[i], raster_size)
+                 for i in rng.choice(len(train), size=min(len(train), max(len(fakes), 2)), replace=False)]
+    f_real = fid.features(real, progress, "held-out icon features")
+    fid_ref = fid_kid(f_real, fid.features(ref_train), seed=seed)
+    if len(fakes) >= 2:
+        fid_gen = fid_kid(f_real, fid.features(fakes, progress, "sample features"), seed=seed)
+    else:
+        fid_gen = {"fid": None, "kid_mean": None, "kid_std": None, "n_fake": len(fakes), "n_real": len(real)}
+    m["fid"] = {**fid_gen, "features": fid.name, "raster_size": raster_size}
+    m["reference"] = {"fid_train_vs_heldout": fid_ref["fid"], "kid_train_vs_heldout": fid_ref["kid_mean"],
+                      "n_train": len(ref_train)}
+    report.metrics = m
+
+    # -- report -------------------------------------------------------------------------------------
+    report.summary("validity", m["validity"], "parses strictly and renders", percent=True)
+    report.summary("Uniqueness", m["uniqueness"], "valid samples identical (IoU ≥ 0.98) to no other sample",
+                   percent=True)
+    report.summary("Novelty", m["novelty"], f"valid samples identical to none of {m['training_icons']} training icons",
+                   percent=True)
+    report.summary("FID (rasters)", fid_gen["fid"],
+                   f"{fid.name}; training icons vs held-out: {fid_ref['fid']:.4g}")
+    report.summary("IoU to reference (best of samples)", m["iou_to_reference_best"],
+                   f"{len(best)} prompts with a reference icon")
+    report.section("Sample quality", f"""
+{len(rows)} prompts × {num_samples} samples (seed {seed}; sampling: {sampling_text(gen.sampling)}).
+**Validity**: the strict parser accepts the SVG and resvg renders it. **Uniqueness**
+(IconShop): share of valid samples identical to no other sample. **Novelty**: share of valid samples
+identical to no training icon. *Identical* = raster IoU of 64 px masks ≥ 0.98. **IoU to reference**:
+mask IoU with the icon the prompt names (held-out, never trained on); invalid samples count 0.""")
+    report.table("svg_metrics", [{"metric": k, "value": m[k]} for k in
+                                 ("samples", "validity", "uniqueness", "novelty", "iou_to_reference_best",
+                                  "iou_to_reference_mean", "training_icons")])
+    if per_cat:
+        report.table("by_category", [{"category": c, "prompts": len(v), "iou_to_reference_best": float(np.mean(v))}
+                                     for c, v in per_cat.items()])
+    report.section("FID on rasters", f"""
+Valid samples vs all {len(real)} held-out icons, drawn at {raster_size} px on white. Features:
+**{fid.name}**. The reference row puts {len(ref_train)} training icons (through the tokenizer) in
+place of the samples: what a model that draws like the data would get.""")
+    report.table("fid", [{"set": "valid samples", "n": fid_gen["n_fake"], "FID": fid_gen["fid"],
+                          "KID": fid_gen["kid_mean"]},
+                         {"set": "training icons (reference)", "n": len(ref_train), "FID": fid_ref["fid"],
+                          "KID": fid_ref["kid_mean"]}])
+    report.section("Contact sheet", "Each row: the reference icon (when the prompt has one), then the samples. "
+                   f"All samples are in `{folder.name}/`.")
+    show = rows[:32]
+    images, captions = [], []
+    for k, r in enumerate(show):
+        ref = refs[k]
+        images.append(raster(ref, cell) if ref else placeholder(cell, "no reference"))
+        captions.append(f"ref: {r.prompt}")
+        for j, svg in enumerate(outputs[k]):
+            images.append(raster(svg, cell))
+            captions.append(f"sample {j + 1}" + ("" if valid[k * num_samples + j] else " (invalid)"))
+    report.grid("contact-sheet", images, captions, "reference icon, then samples, one prompt per row",
+                ncol=1 + num_samples, cell=cell)
+    report.write()
+    return m
