@@ -1,0 +1,226 @@
+"""The trained image tokenizer as users and stage 2 see it: a bundle, encode, decode, evaluate.
+
+:class:`ImageTokenizer` loads an export bundle and turns images into code ids and back.
+:class:`ImageTarget` wraps one as an :class:`argen.targets.TargetTokenizer` so the encoder-decoder
+writes image tokens without knowing they are images. :func:`evaluate` measures a tokenizer the way
+the done-when criteria do (PSNR, codebook usage, perplexity).
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from argen.export import load_bundle, save_bundle
+from argen.targets import TargetTokenizer
+from argen.vqgan.model import VQGAN, VQGANConfig
+
+KIND = "image_tokenizer"
+
+
+class ImageTokenizer:
+    """Images <-> grids of code ids. Always in eval mode; encoding is deterministic (nearest code)."""
+
+    def __init__(self, model: VQGAN):
+        self.model = model.eval().requires_grad_(False)
+
+    # -- bundle ---------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ImageTokenizer:
+        config, state = load_bundle(directory, KIND, device=device)
+        model = VQGAN(VQGANConfig.from_dict(config["model"]))
+        model.load_state_dict(state)
+        return cls(model.to(device))
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        return save_bundle(directory, KIND, {"model": self.config.to_dict()}, self.model.state_dict())
+
+    # -- sizes ----------------------------------------------------------------------------------
+    @property
+    def config(self) -> VQGANConfig:
+        return self.model.config
+
+    @property
+    def codebook_size(self) -> int:
+        return self.config.codebook_size
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        return self.config.grid_size
+
+    @property
+    def image_size(self) -> int:
+        return self.config.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def to(self, device: str | torch.device) -> ImageTokenizer:
+        self.model.to(device)
+        return self
+
+    # -- encode / decode ------------------------------------------------------------------------
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor | Sequence[Image.Image]) -> torch.LongTensor:
+        """Float (B, 3, H, W) in [0, 1] or a list of PIL images -> ids (B, h*w), on the tokenizer's device.
+
+        PIL images are converted to RGB and resized to ``image_size`` (shorter side, center crop).
+        """
+        x = self._as_tensor(images)
+        _, ids, _ = self.model.quantize(x.to(self.device, torch.float32) * 2 - 1)
+        return ids.long()
+
+    @torch.no_grad()
+    def decode(self, ids: torch.Tensor) -> torch.Tensor:
+        """Ids (B, h*w) -> float images (B, 3, H, W) in [0, 1]."""
+        out = self.model.decode_ids(torch.as_tensor(ids, device=self.device).long())
+        return (self.model.pixels(out).float().clamp(-1, 1) + 1) / 2
+
+    def _as_tensor(self, images) -> torch.Tensor:
+        if isinstance(images, torch.Tensor):
+            if images.ndim == 3:
+                images = images.unsqueeze(0)
+            if images.is_floating_point() and images.numel() and (images.min() < -1e-3 or images.max() > 1 + 1e-3):
+                raise ValueError(f"image tensors must hold values in [0, 1], got [{images.min():.3g}, "
+                                 f"{images.max():.3g}] (divide uint8 images by 255)")
+            if not images.is_floating_point():
+                raise ValueError(f"image tensors must be float in [0, 1], got dtype {images.dtype}")
+            return images
+        if isinstance(images, Image.Image):
+            images = [images]
+        return torch.stack([pil_to_tensor(im, self.image_size) for im in images])
+
+
+def pil_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
+    """Any PIL image -> float (3, size, size) in [0, 1]: RGB (alpha onto white), shorter side, center crop."""
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"expected a PIL image or a float tensor, got {type(image).__name__}")
+    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        image = Image.new("RGB", rgba.size, "white")
+        image.paste(rgba, mask=rgba.getchannel("A"))
+    image = image.convert("RGB")
+    w, h = image.size
+    scale = size / min(w, h)
+    if (w, h) != (size, size):
+        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
+        w, h = image.size
+        left, top = (w - size) // 2, (h - size) // 2
+        image = image.crop((left, top, left + size, top + size))
+    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """Float (B, 3, H, W) in [0, 1] -> PIL images."""
+    arr = (images.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in arr]
+
+
+class ImageTarget(TargetTokenizer):
+    """An :class:`ImageTokenizer` bundle as a stage-2 target: a fixed-length raster of ``h*w`` codes.
+
+    Decoder position ``t`` predicts token ``t``; its features are that token's (row, column), so the
+    decoder gets 2D positions through the generic feature tables.
+    """
+
+    kind = KIND
+    eos_id = None
+    pad_id = None
+
+    def __init__(self, path: str, device: str = "cpu"):
+        self.path = Path(path)
+        self.tokenizer = ImageTokenizer.from_pretrained(self.path, device=device)
+        h, w = self.tokenizer.grid_size
+        self.vocab_size = self.tokenizer.codebook_size
+        self.max_len = h * w
+        self.feature_sizes = (h, w)
+
+    def encode_batch(self, batch: dict[str, Any]) -> torch.Tensor:
+        if "tokens" in batch:
+            tokens = torch.as_tensor(batch["tokens"]).long()
+            if tokens.ndim != 2 or tokens.shape[1] != self.max_len:
+                raise ValueError(f"batch['tokens'] must be (B, {self.max_len}) for this tokenizer, "
+                                 f"got {tuple(tokens.shape)} (pre-encoded with a different tokenizer?)")
+            if tokens.numel() and (tokens.min() < 0 or tokens.max() >= self.vocab_size):
+                raise ValueError(f"batch['tokens'] holds ids outside [0, {self.vocab_size})")
+            return tokens
+        if "image" not in batch:
+            raise KeyError(f"an image target needs batch['image'] or batch['tokens']; batch has {sorted(batch)}")
+        image = batch["image"]
+        return self.tokenizer.encode(image).to(image.device)
+
+    def token_features(self, inputs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        h, w = self.feature_sizes
+        pos = positions.to(inputs.device).long().clamp(0, self.max_len - 1)
+        rc = torch.stack([pos // w, pos % w], dim=-1)  # (T, 2)
+        return rc.unsqueeze(0).expand(inputs.shape[0], -1, -1)
+
+    def decode(self, ids: torch.Tensor) -> list[Image.Image]:
+        return to_pil(self.tokenizer.decode(ids))
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        if directory.resolve() == self.path.resolve():
+            return
+        directory.mkdir(parents=True, exist_ok=True)
+        for f in self.path.iterdir():
+            if f.is_file():
+                shutil.copy2(f, directory / f.name)
+
+    def to(self, device: torch.device | str) -> ImageTarget:
+        self.tokenizer.to(device)
+        return self
+
+
+# -- evaluation -------------------------------------------------------------------------------------
+def code_stats(counts: torch.Tensor) -> dict[str, float]:
+    """Histogram of code ids -> usage (share of codes used at least once), perplexity, unused codes."""
+    counts = counts.double()
+    p = counts / counts.sum().clamp_min(1)
+    nz = p[p > 0]
+    return {"usage": float((counts > 0).double().mean()),
+            "perplexity": float(torch.exp(-(nz * nz.log()).sum())),
+            "unused_codes": int((counts == 0).sum())}
+
+
+@torch.no_grad()
+def evaluate(tokenizer: ImageTokenizer, images: torch.Tensor | Sequence[Image.Image],
+             batch_size: int = 128) -> dict[str, float]:
+    """Reconstruct ``images`` through the codes and measure them.
+
+    Returns ``psnr`` (mean of per-image PSNR, dB), ``psnr_pooled`` (PSNR of the pooled MSE), ``ssim``,
+    ``usage``, ``perplexity``, ``unused_codes`` and ``images``.
+    """
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    n = len(images)
+    if n == 0:
+        raise ValueError("evaluate needs at least one image")
+    counts = torch.zeros(tokenizer.codebook_size, dtype=torch.long)
+    mses, ssims = [], []
+    for i in range(0, n, batch_size):
+        x = tokenizer._as_tensor(images[i : i + batch_size]).float()
+        ids = tokenizer.encode(x)
+        recon = tokenizer.decode(ids).cpu()
+        counts += torch.bincount(ids.flatten().cpu(), minlength=tokenizer.codebook_size)
+        mses.append((recon - x).pow(2).flatten(1).mean(1))
+        ssims.append(structural_similarity_index_measure(recon, x, data_range=1.0, reduction="none"))
+    mse = torch.cat(mses).clamp_min(1e-10)
+    return {"psnr": float((-10 * mse.log10()).mean()), "psnr_pooled": float(-10 * math.log10(mse.mean())),
+            "ssim": float(torch.cat(ssims).mean()), **code_stats(counts), "images": n}
+
+
+def image_grid(originals: torch.Tensor, reconstructions: torch.Tensor, cell: int = 96) -> Image.Image:
+    """Originals on the top row, their reconstructions below (float (B, 3, H, W) in [0, 1])."""
+    from argen.grid import image_grid as grid
+
+    n = originals.shape[0]
+    return grid(to_pil(originals) + to_pil(reconstructions), ncol=n, cell=cell)
