@@ -6,6 +6,12 @@ Image models write one captioned grid PNG. SVG models write a folder of ``.svg``
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: spin-waiting threads stall each other whenever another process shares
+# the cores (a 2-core box running anything else ran 5-10x slower without this).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import re
 import sys

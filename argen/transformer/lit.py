@@ -50,27 +50,31 @@ class Seq2SeqModule(pl.LightningModule):
 
     # -- building ---------------------------------------------------------------------------
     def configure_model(self) -> None:
-        if self.net is not None:
-            return
-        dm = self.trainer.datamodule
-        self.text_tokenizer = dm.text_tokenizer
+        if self.net is None:
+            dm = self.trainer.datamodule
+            self.build(dm.text_tokenizer, dm.max_text_len)
+
+    def build(self, text_tokenizer, max_text_len: int) -> EncoderDecoder:
+        """Create the network for this text tokenizer and the target (``configure_model`` calls it)."""
+        self.text_tokenizer = text_tokenizer
         config = config_from_preset(
             self.hparams.preset,
             **{
-                "text_vocab_size": self.text_tokenizer.vocab_size,
-                "max_text_len": dm.max_text_len,
+                "text_vocab_size": text_tokenizer.vocab_size,
+                "max_text_len": max_text_len,
                 "target_vocab_size": self.target.vocab_size,
                 "max_target_len": self.target.max_len,
                 "target_feature_sizes": tuple(self.target.feature_sizes),
                 **(self.hparams.arch or {}),
             },
         )
-        if config.text_vocab_size < self.text_tokenizer.vocab_size:
+        if config.text_vocab_size < text_tokenizer.vocab_size:
             raise ValueError(f"arch.text_vocab_size={config.text_vocab_size} is smaller than the text "
-                             f"tokenizer's vocabulary ({self.text_tokenizer.vocab_size})")
+                             f"tokenizer's vocabulary ({text_tokenizer.vocab_size})")
         self.net = EncoderDecoder(config)
         if self.hparams.compile:
             self.net = torch.compile(self.net)
+        return self.net
 
     def setup(self, stage: str) -> None:
         self.target = self.target.to(self.device)
@@ -94,12 +98,16 @@ class Seq2SeqModule(pl.LightningModule):
         mask[drop, :width] = null_mask.to(mask.device)
         return ids, mask
 
+    def cfg_dropout(self, text_ids: torch.Tensor, text_mask: torch.Tensor, rate: float):
+        """Each row independently becomes the empty caption with probability ``rate``."""
+        if rate <= 0:
+            return text_ids, text_mask
+        drop = torch.rand(text_ids.shape[0], device=text_ids.device) < rate
+        return self._null_text(text_ids, text_mask, drop)
+
     def _loss(self, batch, cfg_dropout: float = 0.0):
         targets = self.target.encode_batch(batch).to(self.device)
-        text_ids, text_mask = batch["text_ids"], batch["text_mask"]
-        if cfg_dropout > 0:
-            drop = torch.rand(text_ids.shape[0], device=text_ids.device) < cfg_dropout
-            text_ids, text_mask = self._null_text(text_ids, text_mask, drop)
+        text_ids, text_mask = self.cfg_dropout(batch["text_ids"], batch["text_mask"], cfg_dropout)
         net = self.net
         inputs = getattr(net, "_orig_mod", net).shift_right(targets)
         positions = torch.arange(inputs.shape[1], device=inputs.device)

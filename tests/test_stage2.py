@@ -1,0 +1,153 @@
+"""Stage 2 through its public surfaces: the LightningModule learns, exports, and Generator samples."""
+
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning.pytorch as pl
+import pytest
+import torch
+import yaml
+
+from argen.data import ShardDataModule
+from argen.data.icons import caption, load_icons
+from argen.data.shards import write_shards
+from argen.generator import Generator
+from argen.svg import SVGTokenizer
+from argen.text import TextTokenizer
+from argen.transformer.lit import Seq2SeqModule
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {"d_model": 64, "n_heads": 2, "enc_layers": 1, "dec_layers": 2, "d_ff": 128}
+ICON_SLUGS = ["home", "heart", "star", "bell", "folder", "magnify", "account", "cog"]
+
+
+@pytest.fixture(scope="module")
+def icons(tmp_path_factory):
+    """Eight real Material Design icons as a webdataset shard, plus their text tokenizer."""
+    d = tmp_path_factory.mktemp("icons")
+    chosen = {slug: svg for slug, svg in load_icons() if slug in ICON_SLUGS}
+    assert len(chosen) == len(ICON_SLUGS)
+    samples = [{"__key__": slug, "svg": svg, "txt": caption(slug)} for slug, svg in chosen.items()]
+    write_shards(samples, d, "train", per_shard=8, progress=False)
+    write_shards(samples, d, "val", per_shard=8, progress=False)
+    TextTokenizer.train([caption(s) for s in chosen] * 4, vocab_size=64).save(d / "tokenizer.json")
+    return d
+
+
+def tiny_module(**kwargs) -> Seq2SeqModule:
+    target = SVGTokenizer(grid=16, max_len=96)
+    return Seq2SeqModule(target, preset="demo", arch=TINY, lr=3e-3, warmup_steps=5, **kwargs)
+
+
+def built(text: TextTokenizer, **kwargs) -> Seq2SeqModule:
+    torch.manual_seed(0)
+    module = tiny_module(**kwargs)
+    module.build(text, max_text_len=16)
+    return module
+
+
+def test_learns_icons_loss_falls_and_exports(icons, tmp_path):
+    dm = ShardDataModule(train_shards=str(icons / "train-*.tar"), val_shards=str(icons / "val-*.tar"),
+                         text_tokenizer=str(icons / "tokenizer.json"), max_text_len=16, batch_size=8,
+                         num_workers=0, load_image=False, load_svg=True, steps_per_epoch=20, shuffle_buffer=8)
+    module = tiny_module(cfg_dropout=0.0)
+    trainer = pl.Trainer(max_steps=60, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, limit_val_batches=1,
+                         val_check_interval=20, check_val_every_n_epoch=None, num_sanity_val_steps=0)
+    trainer.fit(module, dm)
+    dm.setup("fit")
+    batch = next(iter(dm.val_dataloader()))
+    module.eval()
+    with torch.no_grad():
+        trained, _ = module._loss(batch)
+        fresh = built(dm.text_tokenizer, cfg_dropout=0.0)
+        untrained, _ = fresh._loss(batch)
+    assert trained < 0.5 * untrained, (float(trained), float(untrained))  # it memorises 8 icons
+
+    module.export(tmp_path / "export")
+    gen = Generator.from_pretrained(tmp_path / "export")
+    svgs = gen.generate(["home", "heart"], num_samples=2, seed=3, top_k=1)
+    assert [len(s) for s in svgs] == [2, 2] and all(s.startswith("<svg") for row in svgs for s in row)
+    in_memory = module.generator().generate(["home", "heart"], num_samples=2, seed=3, top_k=1)
+    assert svgs == in_memory  # the bundle is the model
+
+
+def test_cfg_dropout_replaces_the_configured_share_by_the_empty_caption(icons):
+    text = TextTokenizer.from_file(icons / "tokenizer.json")
+    module = built(text, cfg_dropout=0.3)
+    ids, mask = text.encode(["home"] * 4000, max_len=16)
+    torch.manual_seed(1)
+    new_ids, new_mask = module.cfg_dropout(ids, mask, 0.3)
+    null_ids, _ = text.encode([""], max_len=16)
+    dropped = (new_ids[:, : null_ids.shape[1]] == null_ids).all(1) & (new_mask.sum(1) == null_ids.shape[1])
+    assert abs(dropped.float().mean().item() - 0.3) < 0.03  # binomial sd 0.007
+    kept = ~dropped
+    assert torch.equal(new_ids[kept], ids[kept]) and torch.equal(new_mask[kept], mask[kept])
+    assert not module.cfg_dropout(ids, mask, 0.0)[0].ne(ids).any()
+
+
+@pytest.fixture(scope="module")
+def generator(icons):
+    text = TextTokenizer.from_file(icons / "tokenizer.json")
+    module = built(text)
+    return module.generator()
+
+
+def test_generate_seed_is_batch_independent_and_rerank_reorders(generator):
+    both = generator.generate(["home", "bell"], num_samples=3, seed=7)
+    alone = generator.generate(["bell"], num_samples=3, seed=7)
+    assert both[1] == alone[0]
+    assert generator.generate(["home"], num_samples=3, seed=7)[0] == both[0]
+    ranked = generator.generate(["home"], num_samples=3, seed=7, rerank=True)[0]
+    assert sorted(ranked) == sorted(both[0])
+    by_length = generator.generate(["home"], num_samples=3, seed=7, rerank=lambda p, outs: [len(o) for o in outs])
+    assert [len(s) for s in by_length[0]] == sorted((len(s) for s in both[0]), reverse=True)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"prompts": []}, "empty"), ({"prompts": "home"}, "list"), ({"prompts": ["ok", 3]}, "not a string"),
+    ({"num_samples": 0}, "num_samples"), ({"temperature": -1.0}, "temperature"), ({"top_p": 0.0}, "top_p"),
+    ({"top_p": 1.5}, "top_p"), ({"cfg_scale": -0.5}, "cfg_scale"), ({"top_k": 0}, "top_k"),
+])
+def test_generate_rejects_bad_arguments_clearly(generator, kwargs, message):
+    args = {"prompts": ["home"], **kwargs}
+    with pytest.raises(ValueError, match=message):
+        generator.generate(**args)
+
+
+def test_long_prompt_is_truncated_with_a_warning(generator):
+    with pytest.warns(UserWarning):
+        out = generator.generate([" ".join(itertools.repeat("home", 50))], seed=0)
+    assert len(out) == 1 and out[0][0].startswith("<svg")
+
+
+def test_complete_keeps_the_given_paths(generator, icons):
+    prefix_svg = dict(load_icons())["home"]
+    tokens = generator.target.encode_prefix(prefix_svg)
+    out = generator.complete("home", prefix_svg, num_samples=1, seed=0)[0]
+    assert generator.target.encode(out)[: len(tokens)].tolist() == tokens.tolist()
+
+
+def test_from_pretrained_refuses_wrong_or_missing_bundles(tmp_path):
+    with pytest.raises(FileNotFoundError, match="not an argen export"):
+        Generator.from_pretrained(tmp_path)
+    SVGTokenizer(grid=16).save_pretrained(tmp_path / "svg")
+    with pytest.raises(ValueError, match="svg_tokenizer"):
+        Generator.from_pretrained(tmp_path / "svg")
+
+
+def test_print_config_round_trips_with_overrides(tmp_path):
+    def printed(*args):
+        cmd = [sys.executable, "-m", "argen.train", "fit", *args, "--print_config"]
+        return subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, text=True).stdout
+
+    first = printed("-c", "train/iconshop-demo.yaml", "--trainer.max_steps", "7",
+                    "--model.init_args.lr", "0.0123", "--trainer.default_root_dir", str(tmp_path / "run"))
+    config = yaml.safe_load(first)
+    assert config["trainer"]["max_steps"] == 7 and config["model"]["init_args"]["lr"] == 0.0123
+    assert config["model"]["init_args"]["target"]["class_path"] == "argen.svg.SVGTokenizer"
+    assert config["checkpoint"]["dirpath"] is None  # resolved per run from default_root_dir
+    (tmp_path / "printed.yaml").write_text(first)
+    assert printed("-c", str(tmp_path / "printed.yaml")) == first  # the printed YAML is the same job
