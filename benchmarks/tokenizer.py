@@ -43,7 +43,8 @@ def hf_vit(device: torch.device):
 
 
 def bench(device: torch.device, dtype: torch.dtype | None, batch: int, repeats: int) -> dict:
-    model = VQGAN(config_from_preset("small", image_size=256, patch_size=8)).to(device).eval()
+    config = config_from_preset("small", image_size=256, patch_size=8, kmeans_init=False)
+    model = VQGAN(config).to(device).eval()
     images = torch.rand(batch, 3, 256, 256, device=device) * 2 - 1
     peer = hf_vit(device)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
@@ -56,6 +57,16 @@ def bench(device: torch.device, dtype: torch.dtype | None, batch: int, repeats: 
     return {"device": device.type, "dtype": str(dtype or torch.float32).replace("torch.", ""), "batch": batch,
             "encode_img_s": batch / enc, "decode_img_s": batch / dec, "hf_vit_img_s": batch / vit,
             "encode_vs_hf_vit": vit / enc}
+
+
+def cpu_name() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def main() -> None:
@@ -71,7 +82,7 @@ def main() -> None:
     rows = [bench(torch.device("cpu"), None, a.batch, a.repeats)]
     if torch.cuda.is_available():
         rows.append(bench(torch.device("cuda"), torch.bfloat16, a.gpu_batch, a.repeats))
-    machine = f"{platform.processor() or platform.machine()}, {a.threads} threads"
+    machine = f"{cpu_name()}, {a.threads} threads"
     if torch.cuda.is_available():
         machine += f", {torch.cuda.get_device_name()}"
     print(f"ViT-VQGAN Small, 256 px, patch 8 (1024 tokens), {machine}; medians of {a.repeats}")

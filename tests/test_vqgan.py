@@ -96,6 +96,40 @@ def test_logit_laplace_head_and_bad_inputs():
         VQGANConfig(image_size=30, patch_size=4)
 
 
+def _sync_worker(rank: int, world: int, port: int, out: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    torch.set_num_threads(1)
+    model = tiny(kmeans_init=True, dead_code_threshold=1.0).train()
+    model.sync_codebook_across_ranks()
+    x = shapes_images(8, seed=10 + rank) * 2 - 1  # every rank sees different images
+    for _ in range(3):
+        model(x)
+    codebooks = [torch.zeros_like(model.quantizer.codebook) for _ in range(world)]
+    dist.all_gather(codebooks, model.quantizer.codebook.contiguous())
+    if rank == 0:
+        torch.save({"same": torch.equal(codebooks[0], codebooks[1])}, out)
+    dist.destroy_process_group()
+
+
+def test_codebook_stays_identical_across_ranks(tmp_path):
+    """DDP: EMA updates, k-means init and dead-code replacement are all-reduced (gloo, 2 processes)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = str(tmp_path / "result.pt")
+    mp.spawn(_sync_worker, args=(2, port, out), nprocs=2, join=True)
+    assert torch.load(out, weights_only=True)["same"]
+
+
 @pytest.mark.parametrize("name", sorted(PRESETS))
 def test_preset_parameter_counts(name):
     """Paper Table 1 sizes are per transformer: ViT-VQGAN-SS = Small encoder + Small decoder."""
@@ -108,6 +142,31 @@ def test_preset_parameter_counts(name):
     tol = 0.25 if name == "small" else 0.10
     for n in (enc, dec):
         assert abs(n - nominal) / nominal < tol, (name, n, nominal)
+
+
+@pytest.mark.parametrize("recipe", ["demo", "vitvqgan-small", "vitvqgan-base", "vitvqgan-large"])
+def test_recipes_name_real_arguments(recipe):
+    import inspect
+
+    import yaml
+
+    from argen.data import ShardDataModule
+    from argen.vqgan.lit import VQGANModule
+
+    r = yaml.safe_load((ROOT / "tokenizer" / f"{recipe}.yaml").read_text())
+    model, data = r["model"]["init_args"], r["data"]["init_args"]
+    assert r["model"]["class_path"] == "argen.vqgan.VQGANModule"
+    assert set(model) <= set(inspect.signature(VQGANModule).parameters)
+    assert set(data) <= set(inspect.signature(ShardDataModule).parameters)
+    config = VQGANConfig(**model["config"])
+    if recipe != "demo":
+        preset = config_from_preset(recipe.split("-")[1], image_size=256, patch_size=8, codebook_size=8192,
+                                    code_dim=32)
+        for key in ("dim", "enc_layers", "dec_layers", "heads", "mlp_dim", "image_size", "patch_size"):
+            assert getattr(config, key) == getattr(preset, key), key
+        assert config.grid_size == (32, 32) and r["trainer"]["precision"] == "bf16-mixed"
+    else:
+        assert config.grid_size == (8, 8) and r["trainer"]["default_root_dir"] == "runs/tokenizer-demo"
 
 
 def test_discriminator_and_adversarial_losses():

@@ -48,6 +48,9 @@ class VQGANModule(pl.LightningModule):
         grad_clip: max gradient norm of each network (0: off).
         ema_decay: keep an exponential moving average of the weights for validation and export (0: off).
         grid_images: how many validation images the logged reconstruction grid shows.
+        cpu_threads: on CPU, ``torch.set_num_threads`` at fit start (None: leave the default). Tiny
+            models gain little from intra-op threads, and spinning threads collapse (10x here) when
+            other processes share the cores: the CPU demo uses 1.
     """
 
     def __init__(
@@ -71,6 +74,7 @@ class VQGANModule(pl.LightningModule):
         grad_clip: float = 1.0,
         ema_decay: float = 0.0,
         grid_images: int = 8,
+        cpu_threads: int | None = None,
     ):
         super().__init__()
         if isinstance(config, dict):  # load_from_checkpoint passes the saved dict back
@@ -93,11 +97,21 @@ class VQGANModule(pl.LightningModule):
                      if adversarial_weight > 0 else None)
         self.perceptual: losses.PerceptualLoss | None = None  # built in setup(): it may need a download
         self._val: dict = {}
+        self._synced = False
 
         # The frozen LPIPS network is rebuilt from its package, never saved in (or loaded from) checkpoints.
         self.strict_loading = perceptual_weight == 0
 
+    def configure_model(self) -> None:
+        """Under DDP, share codebook updates across ranks (the process group exists by now)."""
+        dist = torch.distributed
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and not self._synced:
+            self.model.sync_codebook_across_ranks()
+            self._synced = True
+
     def setup(self, stage: str) -> None:
+        if self.hparams.cpu_threads and self.trainer.strategy.root_device.type == "cpu":
+            torch.set_num_threads(self.hparams.cpu_threads)
         if stage == "fit" and self.hparams.perceptual_weight > 0 and self.perceptual is None:
             self.perceptual = losses.PerceptualLoss()
 

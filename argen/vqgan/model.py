@@ -164,15 +164,30 @@ class VQGAN(nn.Module):
         super().__init__()
         self.config = c = config
         self.encoder = Encoder(c)
-        self.quantizer = VectorQuantize(
-            dim=c.dim, codebook_size=c.codebook_size, codebook_dim=c.code_dim, use_cosine_sim=True,
-            commitment_weight=c.commitment_weight, decay=c.codebook_decay, kmeans_init=c.kmeans_init,
-            threshold_ema_dead_code=c.dead_code_threshold, rotation_trick=c.rotation_trick,
-        )
+        self.quantizer = self._quantizer(sync=False)
         self.decoder = Decoder(c)
         self.apply(_init_weights)
         if self.decoder.conv is not None:
             nn.init.zeros_(self.decoder.conv[-1].weight)
+
+    def _quantizer(self, sync: bool) -> VectorQuantize:
+        c = self.config
+        return VectorQuantize(
+            dim=c.dim, codebook_size=c.codebook_size, codebook_dim=c.code_dim, use_cosine_sim=True,
+            commitment_weight=c.commitment_weight, decay=c.codebook_decay, kmeans_init=c.kmeans_init,
+            threshold_ema_dead_code=c.dead_code_threshold, rotation_trick=c.rotation_trick, sync_codebook=sync,
+        )
+
+    def sync_codebook_across_ranks(self) -> None:
+        """Make the EMA codebook, k-means init and dead-code replacement all-reduce across ranks.
+
+        The quantizer decides this when it is built, which is before the process group exists in a
+        Lightning run; this rebuilds it (same weights and codebook) once it does.
+        """
+        state = self.quantizer.state_dict()
+        device = next(self.quantizer.buffers()).device
+        self.quantizer = self._quantizer(sync=True).to(device)
+        self.quantizer.load_state_dict(state)
 
     def quantize(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Images (B, C, H, W) in [-1, 1] -> (quantized latents (B, N, dim), ids (B, N), VQ loss)."""

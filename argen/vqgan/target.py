@@ -9,7 +9,6 @@ the done-when criteria do (PSNR, codebook usage, perplexity).
 from __future__ import annotations
 
 import math
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -167,13 +166,9 @@ class ImageTarget(TargetTokenizer):
         return to_pil(self.tokenizer.decode(ids))
 
     def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        if directory.resolve() == self.path.resolve():
-            return
-        directory.mkdir(parents=True, exist_ok=True)
-        for f in self.path.iterdir():
-            if f.is_file():
-                shutil.copy2(f, directory / f.name)
+        """Write the bundle this target encodes with: the weights in memory, not a re-read of ``path``,
+        so a generator's export holds the very tokenizer its tokens came from even if ``path`` changed."""
+        self.tokenizer.save_pretrained(directory)
 
     def to(self, device: torch.device | str) -> ImageTarget:
         self.tokenizer.to(device)
