@@ -9,15 +9,7 @@ from torch import nn
 
 from argen.nn import MLP, Attention, KVCache, Linear, PositionalEmbedding, make_norm
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is as fast, and immune to OpenMP threads that spin-wait for
-    a descheduled partner on a busy machine (which made this file ~30x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 
 def reference_attention(q, k, v, mask=None):

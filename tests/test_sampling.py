@@ -8,15 +8,7 @@ from argen.targets import Grammar, TargetTokenizer
 from argen.transformer import EncoderDecoder, TransformerConfig, generate, log_likelihood
 from argen.transformer.sampling import rerank_scores, sample_logits
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is as fast, and immune to OpenMP threads that spin-wait for
-    a descheduled partner on a busy machine (which made this file ~30x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 
 V = 24

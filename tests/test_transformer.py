@@ -7,15 +7,7 @@ import torch
 
 from argen.transformer import PRESETS, EncoderDecoder, TransformerConfig, config_from_preset
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These models are tiny: one thread is as fast, and immune to OpenMP threads that spin-wait for
-    a descheduled partner on a busy machine (which made this file ~30x slower under load)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
 
 SMALL = dict(text_vocab_size=50, target_vocab_size=20, max_text_len=16, max_target_len=24, d_model=32,
