@@ -8,6 +8,12 @@ hits both alike), plus argen cached vs uncached at 1024, and prints per-step tim
 
     python benchmarks/sampling.py [--json] [--repeats 3] [--threads 2]
 
+OpenMP's wait policy matters more than anything in the code: a decode step is ~100 small ops, and
+with ``OMP_WAIT_POLICY=PASSIVE`` each one pays a thread wake-up (argen's step triples, HF's grows by
+half). The script leaves the policy to the environment (libgomp's default spins briefly, close to
+ACTIVE) and prints it; on a CPU shared with other jobs, ``OMP_WAIT_POLICY=PASSIVE`` keeps the
+comparison stable.
+
 Uncached decoding at 1024 tokens would take tens of minutes, so its time is the integral of
 single uncached steps timed at several positions (the exact code of ``use_cache=False``); the
 estimator is checked against a real ``generate(use_cache=False)`` of 64 tokens.
@@ -21,22 +27,17 @@ copy bandwidth). See ``benchmarks/gpu.sh``.
 
 from __future__ import annotations
 
+import argparse
+import json
 import os
+import platform
+import statistics
+import time
 
-# On a shared CPU an OpenMP thread that spins while its partner is descheduled stalls every op of
-# both libraries alike; passive waiting keeps the comparison stable. Set OMP_WAIT_POLICY to override.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import torch
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import statistics  # noqa: E402
-import time  # noqa: E402
-
-import torch  # noqa: E402
-
-from argen.targets import TargetTokenizer  # noqa: E402
-from argen.transformer import EncoderDecoder, TransformerConfig, config_from_preset, generate  # noqa: E402
+from argen.targets import TargetTokenizer
+from argen.transformer import EncoderDecoder, TransformerConfig, config_from_preset, generate
 
 VOCAB, TEXT_LEN, PROMPTS, CFG_SCALE = 8192, 32, 8, 3.0
 DIMS = dict(d_model=256, n_heads=4, enc_layers=4, dec_layers=4, d_ff=1024)

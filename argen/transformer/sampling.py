@@ -61,7 +61,8 @@ def sample_logits(logits: torch.Tensor, u: torch.Tensor | None, temperature: flo
     """
     if temperature == 0:
         return logits.argmax(dim=-1)
-    logits = logits / temperature
+    if temperature != 1.0:
+        logits = logits / temperature
     V = logits.shape[-1]
     if top_k is not None and top_k < V:
         kth = logits.topk(top_k, dim=-1).values[:, -1:]
@@ -75,9 +76,10 @@ def sample_logits(logits: torch.Tensor, u: torch.Tensor | None, temperature: flo
     else:
         probs = logits.softmax(dim=-1)
     cdf = probs.cumsum(dim=-1)
-    pick = torch.searchsorted(cdf, u[:, None] * cdf[:, -1:], right=True)
-    # u * total can round up to total; the first index reaching the total is the last live token.
-    pick = torch.minimum(pick, cdf.argmax(dim=-1, keepdim=True))
+    total = cdf[:, -1:]
+    pick = torch.searchsorted(cdf, u[:, None] * total, right=True)
+    if bool((pick >= V).any()):  # u * total rounded up to total: take the last live token instead
+        pick = torch.minimum(pick, torch.searchsorted(cdf, total))
     return (pick if order is None else order.gather(-1, pick)).squeeze(-1)
 
 
