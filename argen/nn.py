@@ -224,7 +224,7 @@ class Attention(nn.Module):
                 k, v = self.cache.update(input_pos, k, v)
                 if kv_len is not None:  # eager decoding: attend to the filled prefix only
                     k, v = k[:, :, :kv_len], v[:, :, :kv_len]
-        one_query = T == 1 and x.device.type == "cpu" and not torch.is_grad_enabled()
+        one_query = T == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
         if one_query and (mask is None or mask.is_floating_point()):  # a CPU decode step
             y = _one_query_attention(q, k, v, mask)
         else:
@@ -234,7 +234,8 @@ class Attention(nn.Module):
 
 
 def _one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Attention of one query per row, (B, H, 1, Dh), over keys (B, H, S, Dh) on CPU.
+    """Attention of one query per row, (B, H, 1, Dh), over keys (B, H, S, Dh) on CPU in float32
+    (SDPA keeps serving half precision, whose softmax it accumulates in float32).
 
     A decode step is bound by reading the cache; ``k @ q`` (a matrix-vector product per head) reads
     the keys ~10% faster here than SDPA's blocked kernel does (benchmarks/sampling.py).
