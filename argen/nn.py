@@ -224,8 +224,9 @@ class Attention(nn.Module):
                 k, v = self.cache.update(input_pos, k, v)
                 if kv_len is not None:  # eager decoding: attend to the filled prefix only
                     k, v = k[:, :, :kv_len], v[:, :, :kv_len]
-        one_query = T == 1 and x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-        if one_query and (mask is None or mask.is_floating_point()):  # a CPU decode step
+        cpu_decode_step = (T == 1 and x.device.type == "cpu" and x.dtype == torch.float32
+                           and not (self.training or torch.is_grad_enabled()))
+        if cpu_decode_step and (mask is None or mask.is_floating_point()):
             y = _one_query_attention(q, k, v, mask)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
