@@ -12,8 +12,8 @@ from argen.export import load_bundle
 from argen.targets import TargetTokenizer, load_target
 from argen.text import TextTokenizer
 from argen.transformer.model import EncoderDecoder, TransformerConfig
+from argen.transformer.sampling import check_sampling, rerank_scores
 from argen.transformer.sampling import generate as sample_tokens
-from argen.transformer.sampling import rerank_scores
 
 Scorer = Callable[[str, list], Sequence[float]]
 
@@ -75,6 +75,7 @@ class Generator:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
 
         rows = [(p, j) for p in prompts for j in range(num_samples)]
+        null_ids, null_mask = self._text([""])  # one unconditional row, shared by every row of a batch
         tokens = []
         chunks = range(0, len(rows), batch_size)
         if progress:
@@ -84,7 +85,6 @@ class Generator:
         for start in chunks:
             chunk = rows[start : start + batch_size]
             text_ids, text_mask = self._text([p for p, _ in chunk])
-            null_ids, null_mask = self._text([""] * len(chunk))
             seeds = [zlib.crc32(f"{seed}:{j}".encode()) for _, j in chunk]
             row_prefix = None if prefix is None else prefix.to(self.device).expand(len(chunk), -1)
             tokens.append(sample_tokens(
@@ -134,14 +134,7 @@ class Generator:
                 raise ValueError(f"prompt {i} is a {type(p).__name__}, not a string")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        if temperature < 0:
-            raise ValueError(f"temperature must be >= 0, got {temperature}")
-        if top_p is not None and not 0 < top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-        if top_k is not None and top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        if cfg_scale < 0:
-            raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+        check_sampling(cfg_scale, temperature, top_k, top_p)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 

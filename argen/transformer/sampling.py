@@ -78,8 +78,9 @@ def sample_logits(logits: torch.Tensor, u: torch.Tensor | None, temperature: flo
     cdf = probs.cumsum(dim=-1)
     total = cdf[:, -1:]
     pick = torch.searchsorted(cdf, u[:, None] * total, right=True)
-    if bool((pick >= V).any()):  # u * total rounded up to total: take the last live token instead
-        pick = torch.minimum(pick, torch.searchsorted(cdf, total))
+    # u * total can round up to total; the first index reaching the total is the last live token.
+    # (A binary search, not an argmax over V, and no host sync: GPU steps stay asynchronous.)
+    pick = torch.minimum(pick, torch.searchsorted(cdf, total))
     return (pick if order is None else order.gather(-1, pick)).squeeze(-1)
 
 
@@ -92,6 +93,18 @@ def _compiled_step(model: EncoderDecoder):
     return fn
 
 
+def check_sampling(cfg_scale: float, temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """``ValueError`` naming the first sampling setting out of range."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
+    if top_p is not None and not 0.0 < top_p <= 1.0:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+    if cfg_scale < 0:
+        raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+
+
 def _check(model, text_ids, text_mask, target, cfg_scale, temperature, top_k, top_p, max_len, uncond_ids):
     c = model.config
     if target.vocab_size != c.target_vocab_size:
@@ -102,14 +115,7 @@ def _check(model, text_ids, text_mask, target, cfg_scale, temperature, top_k, to
     if text_ids.dim() != 2 or text_mask.shape != text_ids.shape or text_ids.shape[0] < 1:
         raise ValueError(f"text_ids and text_mask must both be (B, S) with B >= 1; got {tuple(text_ids.shape)} "
                          f"and {tuple(text_mask.shape)}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if cfg_scale < 0:
-        raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
+    check_sampling(cfg_scale, temperature, top_k, top_p)
     if cfg_scale != 1.0 and uncond_ids is None:
         raise ValueError(f"cfg_scale={cfg_scale} needs uncond_ids (the empty caption's tokens)")
     if not 1 <= max_len <= c.max_target_len:
