@@ -224,26 +224,24 @@ class Attention(nn.Module):
                 k, v = self.cache.update(input_pos, k, v)
                 if kv_len is not None:  # eager decoding: attend to the filled prefix only
                     k, v = k[:, :, :kv_len], v[:, :, :kv_len]
-        cpu_decode_step = (T == 1 and x.device.type == "cpu" and x.dtype == torch.float32
-                           and not (self.training or torch.is_grad_enabled()))
-        if cpu_decode_step and (mask is None or mask.is_floating_point()):
-            y = _one_query_attention(q, k, v, mask)
+        # An eager CPU decode step over the filled cache prefix (benchmarks/attention.py): a GEMV per head.
+        if (T == 1 and kv_len is not None and mask is None and not self.training and x.device.type == "cpu"
+                and x.dtype == torch.float32):
+            y = _one_query_attention(q, k, v)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
                                                dropout_p=self.dropout if self.training else 0.0)
         return self.out(y.transpose(1, 2).reshape(B, T, D))
 
 
-def _one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """Attention of one query per row, (B, H, 1, Dh), over keys (B, H, S, Dh) on CPU in float32
-    (SDPA keeps serving half precision, whose softmax it accumulates in float32).
+def _one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention of one query per row, (B, H, 1, Dh), over a cache prefix (B, H, S, Dh), float32 on CPU.
 
-    A decode step is bound by reading the cache; ``k @ q`` (a matrix-vector product per head) reads
-    the keys ~10% faster here than SDPA's blocked kernel does (benchmarks/sampling.py).
+    A late decode step is bound by reading the cache. ``k @ q`` (a matrix-vector product per head)
+    reads it ~10% faster than SDPA's blocked kernel at 128-1000 keys, though not at 32
+    (``benchmarks/attention.py``), so cross-attention over the short text memory stays on SDPA.
     """
     scores = torch.matmul(k, q.transpose(-1, -2) * q.shape[-1] ** -0.5).squeeze(-1)  # (B, H, S)
-    if bias is not None:
-        scores = scores + bias.squeeze(-2)
     return torch.matmul(scores.softmax(dim=-1).unsqueeze(-2), v)
 
 

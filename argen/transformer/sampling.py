@@ -76,7 +76,7 @@ def sample_logits(logits: torch.Tensor, u: torch.Tensor | None, temperature: flo
     else:
         probs = logits.softmax(dim=-1)
     cdf = probs.cumsum(dim=-1)
-    total = cdf[:, -1:]
+    total = cdf[:, -1:].contiguous()
     pick = torch.searchsorted(cdf, u[:, None] * total, right=True)
     # u * total can round up to total; the first index reaching the total is the last live token.
     # (A binary search, not an argmax over V, and no host sync: GPU steps stay asynchronous.)
