@@ -119,6 +119,7 @@ def compare(args) -> dict:
                 wall[name].append(time.perf_counter() - t)
                 cpu[name].append(time.process_time() - c)
             losses.setdefault(name, float(loss.detach()))
+    profile = {name: op_shares(*runs[name], device, args.dtype) for name in runs} if args.profile else None
     med = {k: statistics.median(v) for k, v in wall.items()}
     med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
     flops = training_flops(config, S, L) * B
@@ -132,8 +133,28 @@ def compare(args) -> dict:
         "median_step_s": med, "median_step_cpu_s": med_cpu,
         "gflops": {k: flops / v / 1e9 for k, v in med.items()},
         "ratio": med["hf_bart"] / med["argen"], "ratio_cpu_time": med_cpu["hf_bart"] / med_cpu["argen"],
-        "goal_ratio": 1.2, "load_avg_1min": os.getloadavg()[0], "cores": os.cpu_count(),
+        "goal_ratio": 1.2, "load_avg_1min": os.getloadavg()[0], "cores": os.cpu_count(), "profile": profile,
     }
+
+
+def op_shares(loss_fn, opt, device, dtype: str, steps: int = 3) -> dict:
+    """Share of self time (torch profiler, ``steps`` training steps) in matmuls, attention and the rest,
+    and the matmul milliseconds per step: where the two models' steps can and cannot differ."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            with precision_context(device, dtype):
+                loss = loss_fn()
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    ops = {e.key: e.self_cpu_time_total for e in prof.key_averages()}  # microseconds
+    total = sum(ops.values())
+    matmul = sum(t for k, t in ops.items() if k in ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm"))
+    attention = sum(t for k, t in ops.items() if "scaled_dot_product" in k)
+    return {"matmul": matmul / total, "attention": attention / total, "other": 1 - (matmul + attention) / total,
+            "matmul_ms_per_step": matmul / steps / 1e3}
 
 
 # -- mfu: argen on a GPU --------------------------------------------------------------------------
@@ -271,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
     c.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     c.add_argument("--device", default="cpu")
     c.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    c.add_argument("--profile", action="store_true", help="also report each step's share in matmuls and attention")
     m = sub.add_parser("mfu", help="argen tokens/s and MFU for a preset on a GPU")
     m.add_argument("--preset", default="parti-350m")
     m.add_argument("--batch", type=int, default=32, help="per step; halved until it fits")
@@ -296,6 +318,9 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"HF BART {s['hf_bart'] * 1e3:8.1f} ms/step  ({result['gflops']['hf_bart']:.1f} GFLOP/s)")
         print(f"ratio HF/argen: {result['ratio']:.3f} wall time, {result['ratio_cpu_time']:.3f} CPU time "
               f"(goal >= {result['goal_ratio']}; {result['repeats']} repeats, median)")
+        for name, shares in (result["profile"] or {}).items():
+            print(f"{name:8s} profile: matmul {shares['matmul']:.0%} ({shares['matmul_ms_per_step']:.0f} ms/step), "
+                  f"attention {shares['attention']:.0%}, other {shares['other']:.0%}")
         if result["load_avg_1min"] > result["cores"] and result["threads"] > 1:
             print(f"note: load average {result['load_avg_1min']:.1f} on {result['cores']} cores: threads spin-wait "
                   "for each other at every op; --threads 1 gives steadier figures", file=sys.stderr)
