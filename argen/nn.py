@@ -85,19 +85,26 @@ class PackedWeight:
         except (RuntimeError, AttributeError):  # an op missing from, or changed in, this PyTorch build
             return None
 
-    def linear(self, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor | None:
-        """``x @ W.T + bias`` from the packed copy, or ``None`` when it must not be used."""
+    def linear(self, x: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor | None:
+        """``x @ W.T + bias`` (then the exact GELU, fused) from the packed copy, or ``None`` when it
+        must not be used."""
         if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != self.packed.dtype
                 or self.source._version != self.version):
             return None
+        if gelu:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "gelu", [], "none")
         return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` (same parameters and state dict) that can run from a :class:`PackedWeight`."""
+    """``nn.Linear`` (same parameters and state dict) that can run from a :class:`PackedWeight`.
 
-    def __init__(self, *args, **kwargs):
+    ``gelu=True`` applies the exact GELU to the output, fused into the packed matmul.
+    """
+
+    def __init__(self, *args, gelu: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
+        self.gelu = gelu
         self.packed: PackedWeight | None = None
 
     def pack(self, rows: int) -> None:
@@ -105,10 +112,11 @@ class Linear(nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None:
-            y = self.packed.linear(x, self.bias)
+            y = self.packed.linear(x, self.bias, self.gelu)
             if y is not None:
                 return y
-        return F.linear(x, self.weight, self.bias)
+        y = F.linear(x, self.weight, self.bias)
+        return F.gelu(y) if self.gelu else y
 
 
 class PositionalEmbedding(nn.Embedding):
@@ -250,9 +258,10 @@ class MLP(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, *, bias: bool = True, dropout: float = 0.0):
         super().__init__()
-        self.fc = Linear(d_model, d_ff, bias=bias)
+        self.fc = Linear(d_model, d_ff, bias=bias, gelu=True)
         self.proj = Linear(d_ff, d_model, bias=bias)
-        self.drop = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        self.drop = nn.Dropout(dropout) if dropout > 0 else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.proj(self.drop(F.gelu(self.fc(x))))
+        h = self.fc(x)
+        return self.proj(h if self.drop is None else self.drop(h))

@@ -259,11 +259,11 @@ def test_decode_step_is_static_no_cat_and_cache_reused(grid_model):
     counts = []
     with torch.no_grad():
         for t in (5, 30):
-            x = torch.zeros(6, 1, dtype=torch.long)
+            x = torch.zeros(3, 1, dtype=torch.long)  # guided: token rows shared by cond and uncond
             pos = torch.tensor([t])
             feats = target.token_features(x, pos)
             with OpCounter() as counter:
-                grid_model.decode_step(x, feats, pos, kv_len=t + 1)
+                grid_model.decode_step(x, feats, pos, kv_len=t + 1, cfg_scale=2.0)
             assert not any(op in ("aten.cat", "aten.stack") for op in counter.ops)
             counts.append(len(counter.ops))
     assert counts[0] == counts[1]  # the same work at every position: no growing buffers

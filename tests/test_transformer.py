@@ -171,3 +171,29 @@ def test_cached_decode_step_matches_forward():
     model.clear_cache()
     with pytest.raises(RuntimeError, match="setup_cache"):
         model.decode_step(inputs[:, :1], feats[:, :1], pos[:1])
+
+
+def test_guided_decode_step_shares_first_self_attention_and_matches_forward():
+    """[cond; uncond] rows read the same tokens: the first layer's self-attention runs once for both."""
+    model = small_model(target_feature_sizes=(3,))
+    text, mask, targets = batch(L=8)
+    uncond, uncond_mask = torch.zeros_like(text), torch.zeros_like(mask)
+    uncond_mask[:, 0] = True
+    rows, rows_mask = torch.cat([text, uncond]), torch.cat([mask, uncond_mask])
+    inputs = model.shift_right(targets)
+    feats = (inputs % 3)[..., None]
+    full = model.decode(model.encode(rows, rows_mask), rows_mask, inputs.repeat(2, 1), feats.repeat(2, 1, 1))
+    want = torch.stack([model.guided_logits(full[:, t], 2.5) for t in range(8)], 1)
+    model.setup_cache(model.encode(rows, rows_mask), rows_mask, 8, guided=True)
+    assert model.decoder[0].self_attn.cache.k.shape[0] == 2  # B token rows, not 2B
+    assert model.decoder[1].self_attn.cache.k.shape[0] == 4
+    pos = torch.arange(8)
+    got = [model.decode_step(inputs[:, :3], feats[:, :3], pos[:3], kv_len=3, cfg_scale=2.5)]
+    for t in range(3, 8):
+        got.append(model.decode_step(inputs[:, t : t + 1], feats[:, t : t + 1], pos[t : t + 1], kv_len=t + 1,
+                                     cfg_scale=2.5))
+    torch.testing.assert_close(torch.stack(got, 1), want[:, 2:], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="cfg_scale"):
+        model.decode_step(inputs[:, :1], feats[:, :1], pos[:1], kv_len=1)
+    with pytest.raises(ValueError, match="odd"):
+        model.setup_cache(model.encode(text[:1], mask[:1]), mask[:1], 8, guided=True)

@@ -113,10 +113,14 @@ class DecoderBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None, memory_mask: torch.Tensor | None,
                 self_mask: torch.Tensor | None = None, input_pos: torch.Tensor | None = None,
-                kv_len: int | None = None) -> torch.Tensor:
+                kv_len: int | None = None, copies: int = 1) -> torch.Tensor:
+        """``copies > 1``: ``x`` holds the rows shared by ``copies`` memory groups (CFG's cond and
+        uncond rows read the same tokens), stacked as copies after self-attention."""
         causal = input_pos is None  # training / uncached: queries and keys are the same positions
         x = x + self.drop(self.self_attn(self.norm1(x), mask=self_mask, input_pos=input_pos, kv_len=kv_len,
                                          is_causal=causal))
+        if copies > 1:
+            x = x.repeat(copies, 1, 1)
         x = x + self.drop(self.cross_attn(self.norm2(x), memory, memory_mask))
         return x + self.drop(self.mlp(self.norm3(x)))
 
@@ -158,6 +162,7 @@ class EncoderDecoder(nn.Module):
         self.head = None if c.tie_embeddings else nn.Linear(c.d_model, c.target_vocab_size, bias=False)
         self.emb_drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         self.register_buffer("_memory_bias", None, persistent=False)  # set by setup_cache
+        self._guided = False  # set by setup_cache: decode_step's rows are shared by [cond; uncond]
         self._packed_head: PackedWeight | None = None
         self.apply(self._init_weights)
         # GPT-2: scale residual-branch outputs by depth so the residual stream keeps its size.
@@ -259,24 +264,30 @@ class EncoderDecoder(nn.Module):
 
     # -- cached decoding ----------------------------------------------------------------------
     @torch.no_grad()
-    def setup_cache(self, memory: torch.Tensor, text_mask: torch.Tensor, max_len: int, pack: bool = False) -> None:
+    def setup_cache(self, memory: torch.Tensor, text_mask: torch.Tensor, max_len: int, pack: bool = False,
+                    guided: bool = False) -> None:
         """Prepare decoding of ``max_len`` positions for the rows of ``memory`` (B, S, D).
 
         Self-attention gets a static (B, H, max_len, Dh) cache per layer; cross-attention K/V of
         the memory is projected here, once, instead of every step. Buffers are reused across calls
         when the shapes agree, so their addresses stay fixed for a compiled decode step.
-        ``pack`` prepacks the decoder's weights for CPU inference (see :class:`argen.nn.PackedWeight`);
-        :meth:`unpack` frees them.
+        ``guided``: ``memory`` rows are [cond; uncond] halves that will read the same tokens, so
+        :meth:`decode_step` takes B/2 token rows (see there). ``pack`` prepacks the decoder's
+        weights for CPU inference (see :class:`argen.nn.PackedWeight`); :meth:`unpack` frees them.
         """
         if max_len > self.config.max_target_len:
             raise ValueError(f"max_len {max_len} exceeds max_target_len {self.config.max_target_len}")
         B, device, dtype = memory.shape[0], memory.device, memory.dtype
+        if guided and B % 2:
+            raise ValueError(f"guided decoding needs [cond; uncond] memory rows, got an odd count {B}")
         c = self.config
-        for block in self.decoder:
+        self_rows = [B // 2 if guided and i == 0 else B for i in range(c.dec_layers)]
+        for block, rows in zip(self.decoder, self_rows):
             attn = block.self_attn
-            if attn.cache is None or not attn.cache.matches(B, max_len, dtype, device):
-                attn.cache = KVCache(B, c.n_heads, max_len, c.d_model // c.n_heads, dtype, device)
+            if attn.cache is None or not attn.cache.matches(rows, max_len, dtype, device):
+                attn.cache = KVCache(rows, c.n_heads, max_len, c.d_model // c.n_heads, dtype, device)
             block.cross_attn.fill_cross_cache(memory)
+        self._guided = guided
         mask = _key_mask(text_mask.to(device))
         # Additive float mask made once here, not per step; reused in place for a compiled step.
         bias = torch.zeros(mask.shape, dtype=dtype, device=device).masked_fill_(~mask, float("-inf"))
@@ -287,11 +298,12 @@ class EncoderDecoder(nn.Module):
         else:
             self._memory_bias = bias
         if pack:
-            for m in self.decoder.modules():
-                if isinstance(m, Linear):
-                    m.pack(B)
+            for block, rows in zip(self.decoder, self_rows):
+                for name, m in block.named_modules():
+                    if isinstance(m, Linear):
+                        m.pack(rows if name.startswith("self_attn.") else B)
             head = self.head.weight if self.head is not None else self.target_emb.weight[: c.target_vocab_size]
-            self._packed_head = PackedWeight.create(head, B)
+            self._packed_head = PackedWeight.create(head, B // 2 if guided else B)
 
     def unpack(self) -> None:
         """Drop the prepacked weight copies made by ``setup_cache(..., pack=True)``."""
@@ -314,11 +326,17 @@ class EncoderDecoder(nn.Module):
 
         T > 1 prefills several positions in one pass. With ``kv_len`` (eager), attention reads
         only the first ``kv_len`` cache slots; without it (static shapes for ``torch.compile``),
-        it reads the whole cache under a position mask. With ``cfg_scale``, rows are [cond; uncond]
-        halves and the result is the guided logits (B/2, V), see :meth:`guided_logits`.
+        it reads the whole cache under a position mask.
+
+        After ``setup_cache(..., guided=True)``, ``cfg_scale`` is required and ``inputs`` are the
+        B token rows shared by the 2B [cond; uncond] memory rows: the first layer's self-attention
+        sees only tokens, so it runs (and caches) once for both halves, which are split at its
+        cross-attention. The result is the guided logits (B, V), see :meth:`guided_logits`.
         """
         if self._memory_bias is None:
             raise RuntimeError("decode_step needs setup_cache(memory, text_mask, max_len) first")
+        if (cfg_scale is not None) != self._guided:
+            raise ValueError("decode_step takes cfg_scale exactly when the cache was set up with guided=True")
         x = self.embed_targets(inputs, features, input_pos)
         if kv_len is not None and inputs.shape[1] == 1:
             mask = None  # one query over exactly the filled prefix: nothing to hide
@@ -326,8 +344,9 @@ class EncoderDecoder(nn.Module):
             n_keys = kv_len if kv_len is not None else self.decoder[0].self_attn.cache.k.shape[2]
             # bottom-right aligned causal mask: query at position p sees keys 0..p
             mask = torch.arange(n_keys, device=inputs.device) <= input_pos[:, None]
-        for block in self.decoder:
-            x = block(x, None, self._memory_bias, mask, input_pos, kv_len)
+        for i, block in enumerate(self.decoder):
+            copies = 2 if self._guided and i == 0 else 1
+            x = block(x, None, self._memory_bias, mask, input_pos, kv_len, copies)
         hidden = self.dec_norm(x[:, -1])
         return self.logits(hidden) if cfg_scale is None else self.guided_logits(hidden, cfg_scale)
 

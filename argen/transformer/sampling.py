@@ -160,7 +160,6 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
     if guided:
         text_ids, text_mask = _guided_rows(text_ids, text_mask, uncond_ids.to(device),
                                            None if uncond_mask is None else uncond_mask.to(device))
-    copies = text_ids.shape[0] // B
     P = 0 if prefix is None else prefix.shape[1]
     if prefix is not None and (prefix.dim() != 2 or prefix.shape[0] != B or P > L):
         raise ValueError(f"prefix must be (B={B}, P<={L}), got {tuple(prefix.shape)}")
@@ -174,8 +173,7 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
     finished = torch.zeros(B, dtype=torch.bool, device=device)
 
     out = torch.full((B, L), fill, dtype=torch.long, device=device)
-    dec_in = torch.full((copies * B, L), model.bos_id, dtype=torch.long, device=device)  # column t: input at t
-    dec_rows = dec_in.view(copies, B, L)
+    dec_in = torch.full((B, L), model.bos_id, dtype=torch.long, device=device)  # column t: input at t
     positions = torch.arange(L, device=device)
     has_features = len(model.config.target_feature_sizes) > 0
 
@@ -191,7 +189,7 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
             finished = finished | (token == eos)
         out[:, t] = token
         if t + 1 < L:
-            dec_rows[:, :, t + 1] = token
+            dec_in[:, t + 1] = token
         return token
 
     if P:
@@ -202,7 +200,7 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
     model.eval()
     try:
         if use_cache:
-            model.setup_cache(model.encode(text_ids, text_mask), text_mask, L, pack=not compile)
+            model.setup_cache(model.encode(text_ids, text_mask), text_mask, L, pack=not compile, guided=guided)
             step = _compiled_step(model) if compile else None
         recorded, n = [], P
         for t in range(P, L):
@@ -212,7 +210,9 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
             x, pos = dec_in[:, lo : t + 1], positions[lo : t + 1]
             feats = target.token_features(x, pos) if has_features else None
             scale = cfg_scale if guided else None  # guided: u + s * (c - u) over [cond; uncond] rows
-            if not use_cache:
+            if not use_cache:  # cond and uncond rows read the same tokens
+                rows = text_ids.shape[0] // B
+                x, feats = x.repeat(rows, 1), None if feats is None else feats.repeat(rows, 1, 1)
                 hidden = model.decode(model.encode(text_ids, text_mask), text_mask, x, feats)[:, -1]
                 logits = model.logits(hidden) if scale is None else model.guided_logits(hidden, scale)
             elif step is not None and lo == t:  # single-token steps; a prefill runs eagerly
