@@ -30,12 +30,12 @@ def median_s(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> list[dict]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--lengths", type=int, nargs="+", default=[32, 128, 512, 1000])
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     B, H, T, D = 16, 4, max(args.lengths), 64
     caches = [(torch.randn(B, H, T, D), torch.randn(B, H, T, D)) for _ in range(8)]
@@ -46,20 +46,23 @@ def main() -> None:
     print(f"read floor (sum over 256 MB, {args.threads} threads): {floor:.1f} GB/s")
     print("| keys | SDPA µs | one-query µs | SDPA GB/s | one-query GB/s | SDPA ÷ one-query |")
     print("|---|---|---|---|---|---|")
+    rows = []
     with torch.no_grad():
         for L in args.lengths:
             k0, v0 = caches[0]
-            torch.testing.assert_close(_one_query_attention(q, k0[:, :, :L], v0[:, :, :L], None),
+            torch.testing.assert_close(_one_query_attention(q, k0[:, :, :L], v0[:, :, :L]),
                                        F.scaled_dot_product_attention(q, k0[:, :, :L], v0[:, :, :L]))
             times = {}
             for _ in range(2):  # alternate, keep the second round
                 for name, fn in (("sdpa", F.scaled_dot_product_attention),
-                                 ("one", lambda q, k, v: _one_query_attention(q, k, v, None))):
+                                 ("one", _one_query_attention)):
                     times[name] = median_s(lambda i, fn=fn, L=L: fn(q, caches[i % 8][0][:, :, :L],
                                                                           caches[i % 8][1][:, :, :L]), args.repeats)
             gb = 2 * B * H * L * D * 4 / 1e9
             print(f"| {L} | {times['sdpa'] * 1e6:.0f} | {times['one'] * 1e6:.0f} | {gb / times['sdpa']:.1f} | "
                   f"{gb / times['one']:.1f} | {times['sdpa'] / times['one']:.2f} |")
+            rows.append({"keys": L, "sdpa_s": times["sdpa"], "one_query_s": times["one"], "floor_GBps": floor})
+    return rows
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ Default mode (CPU, issue 5): one run builds an argen encoder-decoder and a
 times both for 256 and 1024 new tokens (medians over repeats, runs interleaved so CPU contention
 hits both alike), plus argen cached vs uncached at 1024, and prints per-step time by position.
 
-    python benchmarks/sampling.py [--json] [--repeats 3] [--threads 2]
+    python benchmarks/sampling.py [--json] [--repeats 5] [--threads 2]
 
 OpenMP's wait policy matters more than anything in the code: a decode step is ~100 small ops, and
 with ``OMP_WAIT_POLICY=PASSIVE`` each one pays a thread wake-up (argen's step triples, HF's grows by
@@ -81,7 +81,7 @@ def build_models(max_len: int):
         vocab_size=VOCAB, d_model=DIMS["d_model"], encoder_layers=DIMS["enc_layers"],
         decoder_layers=DIMS["dec_layers"], encoder_attention_heads=DIMS["n_heads"],
         decoder_attention_heads=DIMS["n_heads"], encoder_ffn_dim=DIMS["d_ff"], decoder_ffn_dim=DIMS["d_ff"],
-        max_position_embeddings=max_len + 8, dropout=0.0, activation_function="gelu",
+        max_position_embeddings=max(max_len, TEXT_LEN) + 8, dropout=0.0, activation_function="gelu",
         pad_token_id=1, bos_token_id=0, eos_token_id=None, forced_eos_token_id=None,
         decoder_start_token_id=0)
     bart = BartForConditionalGeneration(bart_config).eval()
@@ -167,8 +167,9 @@ def cpu_main(args) -> dict:
           f"{args.threads} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}")
 
-    run_hf(bart, hf_ids, hf_mask, 16)  # warm-up
-    run_argen(argen_model, ids, mask, uncond, 16)
+    warmup = min(16, n_max)
+    run_hf(bart, hf_ids, hf_mask, warmup)
+    run_argen(argen_model, ids, mask, uncond, warmup)
     result: dict = {"rows": rows, "threads": args.threads, "repeats": args.repeats,
                     "load_average_start": os.getloadavg()[0]}
     step_tables: dict[str, list[float]] = {}
@@ -196,7 +197,7 @@ def cpu_main(args) -> dict:
     probe = sorted({t for t in (0, 32, 64, 128, 256, 512, 768) if t < n_max} | {n_max - 1})
     points = {t: uncached_step_s(argen_model, text_rows, text_mask, t, 3 if t <= 256 else 1) for t in probe}
     uncached_s = integrate(points, n_max)
-    check_n = 64
+    check_n = min(64, n_max)
     real_64 = run_argen(argen_model, ids, mask, uncond, check_n, use_cache=False)
     cached_s = result[f"argen_ms_per_step_{n_max}"] * n_max / 1e3
     result[f"uncached_s_{n_max}_estimated"] = uncached_s
@@ -293,11 +294,11 @@ def roofline_main(args) -> dict:
     return result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("mode", nargs="?", default="cpu", choices=["cpu", "roofline"])
     parser.add_argument("--json", action="store_true", help="end with one JSON line of the results")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2, help="cpu mode: torch threads")
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024], help="cpu mode: new tokens")
     parser.add_argument("--preset", default="parti-350m", help="roofline mode: model preset")
@@ -306,10 +307,11 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=16, help="roofline mode: prompts (x2 rows with CFG)")
     parser.add_argument("--new-tokens", type=int, default=256, help="roofline mode: tokens per row")
     parser.add_argument("--text-len", type=int, default=32, help="roofline mode: text tokens per row")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     result = cpu_main(args) if args.mode == "cpu" else roofline_main(args)
     if args.json:
         print(json.dumps(result))
+    return result
 
 
 if __name__ == "__main__":

@@ -165,3 +165,17 @@ def test_packed_linear_matches_and_never_goes_stale():
     small = Linear(16, 24)
     small.pack(5)
     assert small.packed is None  # too small to gain from packing
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
+def test_gelu_linear_fused_when_packed_matches_unfused():
+    torch.manual_seed(3)
+    lin = Linear(256, 1024, gelu=True)
+    x = torch.randn(6, 1, 256)
+    with torch.no_grad():
+        want = torch.nn.functional.gelu(torch.nn.functional.linear(x, lin.weight, lin.bias))
+        torch.testing.assert_close(lin(x), want)
+        lin.pack(6)
+        assert lin.packed.linear(x, lin.bias, gelu=True) is not None  # the fused kernel serves
+        torch.testing.assert_close(lin(x), want, atol=1e-5, rtol=1e-5)
+    assert MLP(16, 64).fc.gelu  # the MLP's activation lives in its first linear
