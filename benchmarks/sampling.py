@@ -189,8 +189,10 @@ def cpu_main(args) -> dict:
         result[f"hf_tokens_per_s_{n}"] = rows * n / hf_s
         result[f"argen_tokens_per_s_{n}"] = rows * n / ar_s
         result[f"argen_vs_hf_{n}"] = hf_s / ar_s
+        pairs = sorted(h / a for h, a in zip(hf_t, ar_t))  # each HF run against the argen run after it
+        result[f"argen_vs_hf_{n}_pairs"] = [pairs[0], statistics.median(pairs), pairs[-1]]
         print(f"n={n}: HF {1e3 * hf_s / n:.2f} ms/step, argen {1e3 * ar_s / n:.2f} ms/step "
-              f"-> argen {hf_s / ar_s:.2f}x HF", flush=True)
+              f"-> argen {hf_s / ar_s:.2f}x HF (pairwise {pairs[0]:.2f}-{pairs[-1]:.2f})", flush=True)
 
     # Uncached: integrate single-step times; check the estimator on a real 64-token run.
     text_rows, text_mask = torch.cat([ids, uncond]), torch.cat([mask, mask])
