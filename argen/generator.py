@@ -57,13 +57,15 @@ class Generator:
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, rerank: bool | Scorer = False, use_cache: bool = True,
                  batch_size: int = 64, prefix: torch.Tensor | None = None,
-                 progress: bool = False) -> list[list]:
+                 progress: bool = False, compile: bool = False) -> list[list]:
         """Sample ``num_samples`` outputs for each prompt.
 
         ``seed`` fixes the samples: sample ``j`` of a prompt depends only on (seed, j) and the prompt,
         not on which other prompts share the batch. ``rerank=True`` orders each prompt's samples by
         the model's own conditional minus unconditional log-likelihood (best first); a callable
         ``scorer(prompt, outputs) -> scores`` ranks with an external model (e.g. CLIP) instead.
+        ``compile=True`` runs single-token steps through ``torch.compile`` with CUDA graphs (GPU; the
+        first call compiles, later calls of the same batch shape reuse it).
         """
         s = self.sampling
         cfg_scale = s["cfg_scale"] if cfg_scale is None else cfg_scale
@@ -90,7 +92,7 @@ class Generator:
             tokens.append(sample_tokens(
                 self.net, text_ids, text_mask, self.target, uncond_ids=null_ids, uncond_mask=null_mask,
                 cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, seeds=seeds,
-                prefix=row_prefix, use_cache=use_cache))
+                prefix=row_prefix, use_cache=use_cache, compile=compile))
         width = max(t.shape[1] for t in tokens)
         pad = self.target.pad_id if self.target.pad_id is not None else 0
         tokens = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad) for t in tokens])

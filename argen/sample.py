@@ -35,7 +35,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rerank", action="store_true", help="order samples by cond - uncond likelihood")
     p.add_argument("--no-cache", action="store_true", help="recompute every step (slow; for checking)")
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--device", default="cpu", help="e.g. cuda, cuda:1")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                   help="weights and KV cache (bfloat16 on GPU halves the bytes each step reads)")
+    p.add_argument("--compile", action="store_true",
+                   help="compile the decode step (torch.compile, CUDA graphs on GPU; the first batch compiles)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--cell", type=int, default=128, help="grid cell size in pixels")
     return p.parse_args(argv)
@@ -49,16 +53,21 @@ def main(argv: list[str] | None = None) -> int:
     if not prompts:
         sys.exit("error: give at least one --prompt or a --prompts-file")
 
+    import torch
+
     from argen.generator import Generator
     from argen.grid import image_grid
 
-    generator = Generator.from_pretrained(args.export, device=args.device)
-    outputs = []
-    for prompt in tqdm(prompts, desc="sampling", unit="prompt"):
-        outputs += generator.generate(
-            [prompt], num_samples=args.num_samples, cfg_scale=args.cfg_scale, temperature=args.temperature,
-            top_k=args.top_k, top_p=args.top_p, seed=args.seed, rerank=args.rerank,
-            use_cache=not args.no_cache, batch_size=args.batch_size)
+    try:  # a missing or wrong bundle, or sampling settings out of range: one line, no traceback
+        generator = Generator.from_pretrained(args.export, device=args.device, dtype=getattr(torch, args.dtype))
+        outputs = []
+        for prompt in tqdm(prompts, desc="sampling", unit="prompt"):
+            outputs += generator.generate(
+                [prompt], num_samples=args.num_samples, cfg_scale=args.cfg_scale, temperature=args.temperature,
+                top_k=args.top_k, top_p=args.top_p, seed=args.seed, rerank=args.rerank,
+                use_cache=not args.no_cache, batch_size=args.batch_size, compile=args.compile)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
     flat = [o for per_prompt in outputs for o in per_prompt]
     captions = [p for p in prompts for _ in range(args.num_samples)]
     grid = image_grid(flat, captions, ncol=max(args.num_samples, min(8, len(flat))), cell=args.cell)

@@ -386,3 +386,41 @@ def test_demo_export_evaluates_within_five_minutes(command, export, tmp_path, mo
         assert {"full", "full_reranked", "held_out_full"} <= set(metrics["metrics"]["accuracy"])
     else:
         assert metrics["metrics"]["validity"] is not None
+
+
+# -- python -m argen.sample (on the same tiny exports) ----------------------------------------------
+def test_sample_cli_image_grid_in_float32_and_bfloat16(exports, tmp_path):
+    from PIL import Image
+
+    from argen.sample import main as sample_main
+
+    for dtype in ("float32", "bfloat16"):
+        out = tmp_path / f"grid-{dtype}.png"
+        assert sample_main([str(exports["image"]), "--prompt", "a red circle", "--prompt", "a blue square",
+                            "--num-samples", "3", "--cell", "48", "--dtype", dtype, "--out", str(out)]) == 0
+        with Image.open(out) as grid:
+            assert grid.width == 6 * 48 and grid.height > 48  # one row of 6 captioned cells
+
+
+def test_sample_cli_svg_files_and_contact_sheet(exports, tmp_path):
+    from argen.sample import main as sample_main
+    from argen.svg.metrics import validity
+
+    out = tmp_path / "icons.png"  # an SVG model writes a folder: the suffix is dropped
+    assert sample_main([str(exports["svg"]), "--prompt", "home", "--num-samples", "2", "--seed", "5",
+                        "--out", str(out)]) == 0
+    files = sorted((tmp_path / "icons").glob("*.svg"))
+    assert [f.name[:4] for f in files] == ["0000", "0001"]
+    assert validity([f.read_text() for f in files]) == 1.0  # each parses strictly and renders
+    assert (tmp_path / "icons" / "contact_sheet.png").stat().st_size > 0
+
+
+def test_sample_cli_bad_input_is_a_clear_error(exports, tmp_path):
+    from argen.sample import main as sample_main
+
+    with pytest.raises(SystemExit, match="at least one --prompt"):
+        sample_main([str(exports["image"])])
+    with pytest.raises(SystemExit, match="not an argen export"):
+        sample_main([str(tmp_path / "missing"), "--prompt", "x"])
+    with pytest.raises(SystemExit, match="num_samples"):
+        sample_main([str(exports["image"]), "--prompt", "x", "--num-samples", "0"])
