@@ -156,6 +156,8 @@ def cpu_main(args) -> dict:
     lengths = sorted(args.lengths)
     n_max = max(lengths)
     argen_model, bart = build_models(n_max)
+    dtype = getattr(torch, args.dtype)
+    argen_model, bart = argen_model.to(dtype), bart.to(dtype)
     g = torch.Generator().manual_seed(1)
     ids = torch.randint(2, VOCAB, (PROMPTS, TEXT_LEN), generator=g)
     uncond = torch.randint(2, VOCAB, (PROMPTS, TEXT_LEN), generator=g)  # same text length: same compute
@@ -164,13 +166,13 @@ def cpu_main(args) -> dict:
     rows = 2 * PROMPTS
     print(f"argen params {argen_model.num_parameters() / 1e6:.2f}M, "
           f"BART params {sum(p.numel() for p in bart.parameters()) / 1e6:.2f}M; {rows} rows, "
-          f"{args.threads} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), torch {torch.__version__}, "
+          f"{args.dtype}, {args.threads} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}")
 
     warmup = min(16, n_max)
     run_hf(bart, hf_ids, hf_mask, warmup)
     run_argen(argen_model, ids, mask, uncond, warmup)
-    result: dict = {"rows": rows, "threads": args.threads, "repeats": args.repeats,
+    result: dict = {"rows": rows, "dtype": args.dtype, "threads": args.threads, "repeats": args.repeats,
                     "load_average_start": os.getloadavg()[0]}
     step_tables: dict[str, list[float]] = {}
     for n in lengths:
@@ -305,11 +307,13 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--lengths", type=int, nargs="+", default=[256, 1024], help="cpu mode: new tokens")
     parser.add_argument("--preset", default="parti-350m", help="roofline mode: model preset")
     parser.add_argument("--device", default="cuda", help="roofline mode: device")
-    parser.add_argument("--dtype", default="bfloat16", help="roofline mode: weights/activations dtype")
+    parser.add_argument("--dtype", default=None,
+                        help="weights/activations of both models (default: float32 in cpu mode, bfloat16 in roofline)")
     parser.add_argument("--prompts", type=int, default=16, help="roofline mode: prompts (x2 rows with CFG)")
     parser.add_argument("--new-tokens", type=int, default=256, help="roofline mode: tokens per row")
     parser.add_argument("--text-len", type=int, default=32, help="roofline mode: text tokens per row")
     args = parser.parse_args(argv)
+    args.dtype = args.dtype or ("float32" if args.mode == "cpu" else "bfloat16")
     result = cpu_main(args) if args.mode == "cpu" else roofline_main(args)
     if args.json:
         print(json.dumps(result))
