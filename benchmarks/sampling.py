@@ -248,7 +248,8 @@ def bytes_per_step(model: EncoderDecoder, rows: int, text_len: int, n: int, item
             if not name.startswith("cross_attn.kv."):  # memory K/V are cached, not re-projected
                 weights += p.numel()
     weights += c.target_vocab_size * c.d_model + c.d_model * 2  # output head, final norm
-    self_kv = c.dec_layers * 2 * rows * c.d_model * (n + 1) / 2  # mean filled length
+    # mean filled length; the first layer caches one row per cond/uncond pair (they share its tokens)
+    self_kv = (c.dec_layers - 0.5) * 2 * rows * c.d_model * (n + 1) / 2
     cross_kv = c.dec_layers * 2 * rows * c.d_model * text_len
     return (weights + self_kv + cross_kv) * itemsize
 
