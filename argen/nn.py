@@ -91,9 +91,8 @@ class PackedWeight:
         if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != self.packed.dtype
                 or self.source._version != self.version):
             return None
-        if gelu:
-            return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "gelu", [], "none")
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, "none", [], "")
+        attr, algorithm = ("gelu", "none") if gelu else ("none", "")  # "none": erf GELU, not tanh
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, bias, attr, [], algorithm)
 
 
 class Linear(nn.Linear):

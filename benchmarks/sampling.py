@@ -166,7 +166,8 @@ def cpu_main(args) -> dict:
     rows = 2 * PROMPTS
     print(f"argen params {argen_model.num_parameters() / 1e6:.2f}M, "
           f"BART params {sum(p.numel() for p in bart.parameters()) / 1e6:.2f}M; {rows} rows, "
-          f"{args.dtype}, {args.threads} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), torch {torch.__version__}, "
+          f"{args.dtype}, {args.threads} threads (OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}), "
+          f"torch {torch.__version__}, "
           f"{platform.processor() or platform.machine()}, load average {os.getloadavg()[0]:.1f}")
 
     warmup = min(16, n_max)

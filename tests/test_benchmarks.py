@@ -5,12 +5,13 @@ Timings are not checked here (tests check correctness; BENCHMARKS.md records spe
 
 import importlib.util
 import json
+import math
 from pathlib import Path
 
 import pytest
-import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: restores the thread count afterwards
 
 
 def load(name: str):
@@ -20,23 +21,32 @@ def load(name: str):
     return module
 
 
-@pytest.fixture
-def threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
-
-
-def test_attention_benchmark_checks_its_kernel_against_sdpa(threads):
+def test_attention_benchmark_checks_its_kernel_against_sdpa():
     rows = load("attention").main(["--threads", "1", "--repeats", "1", "--lengths", "8", "40"])
     assert [r["keys"] for r in rows] == [8, 40]
     assert all(r["sdpa_s"] > 0 and r["one_query_s"] > 0 and r["floor_GBps"] > 0 for r in rows)
 
 
-def test_sampling_benchmark_reports_every_ratio(threads, capsys):
+def test_sampling_benchmark_reports_every_ratio(capsys):
     pytest.importorskip("transformers")
     result = load("sampling").main(["--json", "--threads", "1", "--repeats", "1", "--lengths", "4", "8"])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     for key in ("argen_vs_hf_4", "argen_vs_hf_8", "cached_vs_uncached_8"):
         assert last[key] == result[key] > 0
     assert 0.5 < result["uncached_estimate_vs_real_8"] < 2.0  # the estimator tracks a real uncached run
+
+
+def test_train_benchmark_runs_and_reports_ratio(capsys):
+    """benchmarks/train.py at toy sizes: both models train on the same batch, the JSON line is complete."""
+    bench = load("train")
+    out = bench.main(["compare", "--batch", "2", "--text-len", "8", "--target-len", "16", "--vocab", "32",
+                      "--repeats", "2", "--warmup", "0", "--json"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    dry = bench.main(["mfu", "--device", "cpu", "--preset", "demo", "--text-len", "8", "--batch", "1",
+                      "--steps", "1", "--warmup", "1", "--variants", "eager", "--dtype", "float32",
+                      "--peak-flops", "1e12"])
+    assert last["ratio"] == out["ratio"] > 0 and last["gflop_per_step"] > 0
+    for name in ("argen", "hf_bart"):
+        assert abs(out["initial_loss"][name] - math.log(32)) < 1.0  # both are real models at init
+    assert abs(out["params"]["argen"] - out["params"]["hf_bart"]) / out["params"]["hf_bart"] < 0.05  # same dims
+    assert dry["results"][0]["tokens_per_s"] > 0 and 0 < dry["results"][0]["mfu"] < 1

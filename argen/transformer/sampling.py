@@ -160,6 +160,7 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
     if guided:
         text_ids, text_mask = _guided_rows(text_ids, text_mask, uncond_ids.to(device),
                                            None if uncond_mask is None else uncond_mask.to(device))
+    copies = text_ids.shape[0] // B  # memory rows per token row: 2 when cond and uncond share tokens
     P = 0 if prefix is None else prefix.shape[1]
     if prefix is not None and (prefix.dim() != 2 or prefix.shape[0] != B or P > L):
         raise ValueError(f"prefix must be (B={B}, P<={L}), got {tuple(prefix.shape)}")
@@ -210,9 +211,8 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
             x, pos = dec_in[:, lo : t + 1], positions[lo : t + 1]
             feats = target.token_features(x, pos) if has_features else None
             scale = cfg_scale if guided else None  # guided: u + s * (c - u) over [cond; uncond] rows
-            if not use_cache:  # cond and uncond rows read the same tokens
-                rows = text_ids.shape[0] // B
-                x, feats = x.repeat(rows, 1), None if feats is None else feats.repeat(rows, 1, 1)
+            if not use_cache:
+                x, feats = x.repeat(copies, 1), None if feats is None else feats.repeat(copies, 1, 1)
                 hidden = model.decode(model.encode(text_ids, text_mask), text_mask, x, feats)[:, -1]
                 logits = model.logits(hidden) if scale is None else model.guided_logits(hidden, scale)
             elif step is not None and lo == t:  # single-token steps; a prefill runs eagerly
