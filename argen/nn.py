@@ -88,7 +88,7 @@ class PackedWeight:
     def linear(self, x: torch.Tensor, bias: torch.Tensor | None, gelu: bool = False) -> torch.Tensor | None:
         """``x @ W.T + bias`` (then the exact GELU, fused) from the packed copy, or ``None`` when it
         must not be used."""
-        if (torch.is_grad_enabled() or x.device.type != "cpu" or x.dtype != self.packed.dtype
+        if (torch.is_grad_enabled() or x.dtype != self.packed.dtype or not x.is_cpu
                 or self.source._version != self.version):
             return None
         attr, algorithm = ("gelu", "none") if gelu else ("none", "")  # "none": erf GELU, not tanh
@@ -156,10 +156,20 @@ class KVCache(nn.Module):
         return (self.k.shape[0] == batch and self.k.shape[2] == max_len and self.k.dtype == dtype
                 and self.k.device == device and reusable(self.k))
 
-    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write ``k, v`` (B, H, T, Dh) at positions ``input_pos`` (T,); return the full buffers."""
-        self.k.index_copy_(2, input_pos, k)
-        self.v.index_copy_(2, input_pos, v)
+    def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+               start: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write ``k, v`` (B, H, T, Dh) at positions ``input_pos`` (T,); return the full buffers.
+
+        ``start``: ``input_pos`` is known to be ``start .. start + T - 1`` (eager decoding), so a
+        slice copy does the write, with less per-call overhead than ``index_copy_``.
+        """
+        if start is not None:
+            T = k.shape[2]
+            self.k.narrow(2, start, T).copy_(k)
+            self.v.narrow(2, start, T).copy_(v)
+        else:
+            self.k.index_copy_(2, input_pos, k)
+            self.v.index_copy_(2, input_pos, v)
         return self.k, self.v
 
 
@@ -224,15 +234,16 @@ class Attention(nn.Module):
             else:
                 raise ValueError("cross-attention needs a context or a filled cross cache")
         else:
-            q, k, v = (self._heads(t) for t in self.qkv(x).split(D, dim=-1))
+            q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
             if input_pos is not None:
                 if self.cache is None:
                     raise ValueError("input_pos given but no KV cache is set up (call setup_cache first)")
-                k, v = self.cache.update(input_pos, k, v)
+                start = None if kv_len is None else kv_len - T  # eager: positions kv_len-T .. kv_len-1
+                k, v = self.cache.update(input_pos, k, v, start)
                 if kv_len is not None:  # eager decoding: attend to the filled prefix only
                     k, v = k[:, :, :kv_len], v[:, :, :kv_len]
         # An eager CPU decode step over the filled cache prefix (benchmarks/attention.py): a GEMV per head.
-        if (T == 1 and kv_len is not None and mask is None and not self.training and x.device.type == "cpu"
+        if (T == 1 and kv_len is not None and mask is None and not self.training and x.is_cpu
                 and x.dtype == torch.float32):
             y = _one_query_attention(q, k, v)
         else:

@@ -109,7 +109,10 @@ class DecoderBlock(nn.Module):
         self.self_attn = Attention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout)
         self.cross_attn = Attention(c.d_model, c.n_heads, cross=True, bias=c.bias, dropout=c.dropout)
         self.mlp = MLP(c.d_model, c.d_ff, bias=c.bias, dropout=c.dropout)
-        self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
+        self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else None  # None: no module call per decode step
+
+    def _residual(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return x + (y if self.drop is None else self.drop(y))
 
     def forward(self, x: torch.Tensor, memory: torch.Tensor | None, memory_mask: torch.Tensor | None,
                 self_mask: torch.Tensor | None = None, input_pos: torch.Tensor | None = None,
@@ -117,12 +120,12 @@ class DecoderBlock(nn.Module):
         """``copies > 1``: ``x`` holds the rows shared by ``copies`` memory groups (CFG's cond and
         uncond rows read the same tokens), stacked as copies after self-attention."""
         causal = input_pos is None  # training / uncached: queries and keys are the same positions
-        x = x + self.drop(self.self_attn(self.norm1(x), mask=self_mask, input_pos=input_pos, kv_len=kv_len,
-                                         is_causal=causal))
+        x = self._residual(x, self.self_attn(self.norm1(x), mask=self_mask, input_pos=input_pos, kv_len=kv_len,
+                                             is_causal=causal))
         if copies > 1:
             x = x.repeat(copies, 1, 1)
-        x = x + self.drop(self.cross_attn(self.norm2(x), memory, memory_mask))
-        return x + self.drop(self.mlp(self.norm3(x)))
+        x = self._residual(x, self.cross_attn(self.norm2(x), memory, memory_mask))
+        return self._residual(x, self.mlp(self.norm3(x)))
 
 
 def _key_mask(text_mask: torch.Tensor) -> torch.Tensor:
@@ -324,9 +327,10 @@ class EncoderDecoder(nn.Module):
                     kv_len: int | None = None, cfg_scale: float | None = None) -> torch.Tensor:
         """Logits (B, V) of the token after ``inputs`` (B, T) placed at positions ``input_pos`` (T,).
 
-        T > 1 prefills several positions in one pass. With ``kv_len`` (eager), attention reads
-        only the first ``kv_len`` cache slots; without it (static shapes for ``torch.compile``),
-        it reads the whole cache under a position mask.
+        T > 1 prefills several positions in one pass. With ``kv_len`` (eager), the positions are
+        the last T of the filled prefix, ``kv_len - T .. kv_len - 1``, and attention reads only
+        the first ``kv_len`` cache slots; without it (static shapes for ``torch.compile``), any
+        positions may be given and attention reads the whole cache under a position mask.
 
         After ``setup_cache(..., guided=True)``, ``cfg_scale`` is required and ``inputs`` are the
         B token rows shared by the 2B [cond; uncond] memory rows: the first layer's self-attention
