@@ -247,8 +247,13 @@ def test_image_target_contract(tmp_path):
     assert torch.equal(target.encode_batch({"image": x, "tokens": ids}), ids)
     with pytest.raises(ValueError, match=r"\(B, 16\)"):
         target.encode_batch({"tokens": ids[:, :8]})
-    images = target.decode(ids)
+    images = target.batch_decode(ids)
     assert len(images) == 3 and images[0].size == (16, 16) and images[0].mode == "RGB"
+    one = target.decode(ids[0])  # one sequence -> one image, the inverse of encode(one picture)
+    assert isinstance(one, Image.Image) and np.array_equal(np.asarray(one), np.asarray(images[0]))
+    assert torch.equal(target.encode(one), tok.encode([one])[0])
+    with pytest.raises(ValueError, match="batch_decode"):
+        target.decode(ids)
     target.save_pretrained(tmp_path / "copy")
     again = load_target(tmp_path / "copy")
     assert isinstance(again, ImageTarget) and torch.equal(again.encode_batch({"image": x}), ids)
@@ -266,7 +271,7 @@ def test_evaluate_reports_psnr_usage_perplexity():
 # -- Lightning ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    from argen.data.shards import prepare_recipe
+    from argen.data.recipes import prepare_recipe
 
     out = tmp_path_factory.mktemp("shapes16")
     prepare_recipe({"dataset": "shapes", "out": str(out), "train": 96, "val": 32, "size": 16, "seed": 0},

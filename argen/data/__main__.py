@@ -21,7 +21,7 @@ import sys
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from argen.data.shards import prepare_recipe
+    from argen.data.recipes import prepare_recipe
 
     recipe = {"dataset": args.dataset, "out": args.out, "per_shard": args.per_shard}
     if args.dataset == "shapes":
@@ -33,7 +33,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _tokenizer(args: argparse.Namespace) -> None:
-    from argen.data.shards import tokenizer_for
+    from argen.data.recipes import tokenizer_for
 
     tok = tokenizer_for(args.shards, args.vocab_size, args.out)
     print(f"wrote {args.out} ({tok.vocab_size} tokens)")

@@ -68,7 +68,7 @@ def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -
     out = []
     for svg in tqdm(icons, desc="tokenizing training icons", unit=" icons", disable=not progress):
         try:
-            out.append(tokenizer.decode_one(tokenizer.encode(svg)))
+            out.append(tokenizer.decode(tokenizer.encode(svg)))
         except SVGError:
             continue
     return out
