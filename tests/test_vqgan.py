@@ -387,3 +387,23 @@ def test_demo_recipe_reaches_quality_targets(tmp_path):
     m = evaluate(ImageTokenizer.from_pretrained(run / "export"), fresh)
     print(json.dumps({"minutes": minutes, **m}))
     assert m["psnr"] >= 26 and m["usage"] >= 0.8, m
+
+
+def test_one_weight_decay_rule_for_both_stages():
+    """optim.param_groups (by module type, FSDP-safe) is the rule of both stages; on the VQGAN it
+    decays exactly what its own rank-based rule did before the two were folded into one."""
+    from argen.optim import param_groups
+    from argen.transformer import EncoderDecoder, TransformerConfig
+
+    vq = tiny()
+    decay, no_decay = param_groups(vq, 0.1)
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+    by_rank = {id(p) for n, p in vq.named_parameters() if p.ndim >= 2 and not n.endswith((".row", ".col"))}
+    assert {id(p) for p in decay["params"]} == by_rank
+    net = EncoderDecoder(TransformerConfig(text_vocab_size=16, target_vocab_size=16, max_text_len=4, max_target_len=4,
+                                           d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32))
+    decay, no_decay = param_groups(net, 0.1)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert all(names[id(p)].endswith("weight") and "norm" not in names[id(p)] for p in decay["params"])
+    assert all(names[id(p)].endswith("bias") or "norm" in names[id(p)] for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))

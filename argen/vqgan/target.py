@@ -205,11 +205,3 @@ def evaluate(tokenizer: ImageTokenizer, images: torch.Tensor | Sequence[Image.Im
     mse = torch.cat(mses).clamp_min(1e-10)
     return {"psnr": float((-10 * mse.log10()).mean()), "psnr_pooled": float(-10 * math.log10(mse.mean())),
             "ssim": float(torch.cat(ssims).mean()), **code_stats(counts), "images": n}
-
-
-def image_grid(originals: torch.Tensor, reconstructions: torch.Tensor, cell: int = 96) -> Image.Image:
-    """Originals on the top row, their reconstructions below (float (B, 3, H, W) in [0, 1])."""
-    from argen.grid import image_grid as grid
-
-    n = originals.shape[0]
-    return grid(to_pil(originals) + to_pil(reconstructions), ncol=n, cell=cell)
