@@ -129,6 +129,7 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
              top_p: float | None = None, seeds: Sequence[int] | torch.Tensor | None = None,
              prefix: torch.Tensor | None = None, use_cache: bool = True, max_len: int | None = None,
              return_logits: bool = False, callback: Callable[[int, int], None] | None = None,
+             on_tokens: Callable[[torch.Tensor], None] | None = None,
              compile: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Sample target tokens (B, L) for B text rows (already replicated per sample by the caller).
 
@@ -145,6 +146,8 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
         return_logits: also return the guided float32 logits of every sampled step, (B, L - P, V),
             before grammar masking and temperature.
         callback: called as ``callback(done, total)`` after each step (progress bars).
+        on_tokens: called after each step with the (B, done) tokens so far, a view into the
+            decoding buffer (copy what you keep): progressive previews.
         compile: run the single-token step through ``torch.compile`` (CUDA graphs on GPU).
 
     Rows whose target emits ``eos_id`` continue with ``pad_id``; decoding stops early once every
@@ -234,6 +237,8 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
             n = t + 1
             if callback is not None:
                 callback(n, L)
+            if on_tokens is not None:
+                on_tokens(out[:, :n])
     finally:
         model.train(was_training)
         model.unpack()
