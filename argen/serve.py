@@ -46,6 +46,7 @@ from argen.svg.errors import SVGError  # noqa: E402
 
 BUSY = "busy, try again in a moment"
 SEED_MAX = 2**31 - 1
+PREVIEW_S = 0.5  # seconds between progressive previews of one request
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 
@@ -400,6 +401,7 @@ class Server:
             m.batcher.submit(request)
         except Busy:
             raise gr.Error(BUSY) from None
+        shown = start  # previews at most every PREVIEW_S: each costs a decode, a PNG and a message
         while True:
             kind, payload = request.updates.get()
             if kind == "tokens":
@@ -410,7 +412,9 @@ class Server:
                         break
                     payload = nxt[1]
             if kind == "tokens":
-                yield self._preview(m, payload, what)
+                if time.perf_counter() - shown >= PREVIEW_S:
+                    yield self._preview(m, payload, what)
+                    shown = time.perf_counter()
             elif kind == "error":
                 raise gr.Error(f"sampling failed: {payload}")
             else:

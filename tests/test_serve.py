@@ -321,3 +321,19 @@ def test_page_is_offline_and_binds_locally(running):
     assert config.get("analytics_enabled") is False
     assert "googleapis" not in json.dumps(config.get("theme_css", "") + json.dumps(config.get("stylesheets", [])))
 
+
+
+@pytest.mark.slow  # a server process of its own: ~20-60 s to start on a loaded 2-core box
+def test_serve_benchmark_runs_at_toy_size(tiny_exports, capsys):
+    """benchmarks/serve.py end to end (its own server process) with 3 clients: the JSON line is complete,
+    nothing is lost and batching changed no one's samples. Speed is not checked here (BENCHMARKS.md)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("bench_serve", Path(__file__).parents[1] / "benchmarks" / "serve.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = bench.main([str(tiny_exports["image"]), "--clients", "3", "--samples", "2", "--rounds", "1", "--json"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["throughput_ratio"] == out["throughput_ratio"] > 0 and last["p95_s"] > 0
+    assert last["lost"] == 0 and last["mismatched"] == 0
