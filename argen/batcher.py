@@ -107,9 +107,17 @@ class Batcher:
             if self._closed:
                 return None
             lonely = len(self._pending) < self.max_batch and self._pending[0].key() is not None
-        if lonely and self.wait:
-            time.sleep(self.wait)
+        if lonely and self.wait:  # wait for company, but no longer than needed to fill a batch
+            deadline = time.monotonic() + self.wait
+            with self._cond:
+                while len(self._pending) < self.max_batch and not self._closed:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
         with self._cond:
+            if self._closed:
+                return None
             first = self._pending[0]
             key = first.key()
             batch = [first] if key is None else [r for r in self._pending if r.key() == key][: self.max_batch]

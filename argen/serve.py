@@ -46,7 +46,6 @@ from argen.svg.errors import SVGError  # noqa: E402
 
 BUSY = "busy, try again in a moment"
 SEED_MAX = 2**31 - 1
-PREVIEW_S = 0.5  # seconds between progressive previews of one request
 SYSTEM_FONTS = ["system-ui", "-apple-system", "Segoe UI", "Roboto", "Helvetica", "Arial", "sans-serif"]
 MONO_FONTS = ["ui-monospace", "SFMono-Regular", "Menlo", "Consolas", "monospace"]
 
@@ -64,6 +63,7 @@ class Limits:
     max_svg_bytes: int = 200_000
     max_guidance: float = 20.0
     max_temperature: float = 5.0
+    preview_s: float = 0.5  # seconds between progressive previews of one request; 0: none
 
 
 # -- checking what users send ---------------------------------------------------------------------
@@ -324,7 +324,7 @@ class Server:
             n = check_number("samples", samples, 1, self.limits.max_samples, integer=True)
             args = sampling_args(m.gen, guidance, temperature, top_k, top_p, self.limits)
             seed = self._seed(seed)
-            request = Request(prompt, n, seed, preview=bool(preview), **args)
+            request = Request(prompt, n, seed, preview=bool(preview) and self.limits.preview_s > 0, **args)
         except BadInput as e:
             raise gr.Error(str(e)) from None
         notes = prompt_notes(m.gen, prompt)
@@ -354,7 +354,8 @@ class Server:
             if used >= m.max_len:
                 raise BadInput(f"the SVG takes {used} tokens; this model writes at most {m.max_len}, so there is "
                                f"no room left to draw (simplify it or remove paths)")
-            request = Request(prompt, n, seed, svg=svg, fill=fill, preview=bool(preview), **args)
+            request = Request(prompt, n, seed, svg=svg, fill=fill, preview=bool(preview) and self.limits.preview_s > 0,
+                              **args)
         except BadInput as e:
             raise gr.Error(str(e)) from None
         what = f"path {fill + 1} of {len(paths)} redrawn" if fill is not None else f"{len(paths)} paths continued"
@@ -401,7 +402,7 @@ class Server:
             m.batcher.submit(request)
         except Busy:
             raise gr.Error(BUSY) from None
-        shown = start  # previews at most every PREVIEW_S: each costs a decode, a PNG and a message
+        shown = start  # previews at most every preview_s: each costs a decode, a PNG and a message
         while True:
             kind, payload = request.updates.get()
             if kind == "tokens":
@@ -412,7 +413,7 @@ class Server:
                         break
                     payload = nxt[1]
             if kind == "tokens":
-                if time.perf_counter() - shown >= PREVIEW_S:
+                if time.perf_counter() - shown >= self.limits.preview_s:
                     yield self._preview(m, payload, what)
                     shown = time.perf_counter()
             elif kind == "error":
@@ -440,9 +441,7 @@ class Server:
             files.append(str(path))
         text = f"{what}: {len(outputs)} samples, seed {request.seed}, {seconds:.1f} s"
         if m.kind == "image":
-            grid = grid_of(outputs)
-            grid.save(out / "grid.png")
-            return grid, "", files, status_html(text, notes)
+            return grid_of(outputs), "", files, status_html(text, notes)
         return None, svg_gallery(outputs, downloads=True), files, status_html(text, notes)
 
 
@@ -593,7 +592,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-svg-bytes", type=int, default=200_000, help="size of a pasted or uploaded SVG")
     p.add_argument("--max-batch", type=int, default=8, help="requests batched into one generate call")
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting per model; more are told busy")
-    p.add_argument("--batch-wait", type=float, default=0.05, help="seconds a lone request waits for company")
+    p.add_argument("--batch-wait", type=float, default=0.1, help="seconds a lone request waits for company")
+    p.add_argument("--preview-s", type=float, default=0.5, help="seconds between progressive previews (0: none)")
     args = p.parse_args(argv)
     for name in ("max_samples", "max_prompt_chars", "max_svg_bytes", "max_batch", "max_queue"):
         if getattr(args, name) < 1:
@@ -607,7 +607,7 @@ def main(argv: list[str] | None = None) -> None:
         if not (Path(e) / "config.json").is_file():
             raise SystemExit(f"{e} is not an argen export (no config.json); train one first (see README)")
     limits = Limits(max_samples=args.max_samples, max_prompt_chars=args.max_prompt_chars,
-                    max_svg_bytes=args.max_svg_bytes)
+                    max_svg_bytes=args.max_svg_bytes, preview_s=args.preview_s)
     server = Server(load_models(args.exports, args, device=args.device), limits)
     try:
         launch(build(server), server, host=args.host, port=args.port, block=True)

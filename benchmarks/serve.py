@@ -3,7 +3,7 @@
 Starts ``python -m argen.serve EXPORT`` on a free local port (its own process, the CLI's defaults
 except ``--max-samples``), then, each round, sends the same ``--clients`` requests of ``--samples``
 samples (distinct seeds) twice: one at a time, and all at once from ``--clients`` threads, each
-with its own ``gradio_client`` connection. Throughput ratio = median sequential time / median
+with its own ``gradio_client`` connection, fetching its sample files. Throughput ratio = median sequential time / median
 concurrent time over the rounds (the two alternate, so load from other jobs hits both). p95 is over
 the concurrent requests' latencies. A request is lost when it errors or returns other than its
 samples; every concurrent result is also checked byte for byte against the sequential one of the
@@ -43,9 +43,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def start_server(export: str, port: int, max_samples: int, timeout: float = 600) -> subprocess.Popen:
+def start_server(export: str, port: int, max_samples: int, extra: list[str], timeout: float = 600) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    cmd = [sys.executable, "-m", "argen.serve", export, "--port", str(port), "--max-samples", str(max_samples)]
+    cmd = [sys.executable, "-m", "argen.serve", export, "--port", str(port), "--max-samples", str(max_samples),
+           *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -61,16 +62,21 @@ def start_server(export: str, port: int, max_samples: int, timeout: float = 600)
     raise RuntimeError(f"the server did not answer within {timeout:.0f} s")
 
 
-def request(client, model: str, samples: int, seed: int) -> tuple[float, str | None, str | None]:
-    """One user's request: (seconds, digest of the samples, error)."""
+def request(user, model: str, samples: int, seed: int) -> tuple[float, str | None, str | None]:
+    """One user's request, samples fetched: (seconds, digest of the samples, error)."""
+    client, http = user
     start = time.perf_counter()
     try:
         _, _, files, _ = client.predict(model, PROMPTS[seed % len(PROMPTS)], samples, 2.0, 0.6, 0, 1.0, seed,
                                         api_name="/generate")
         if not files or len(files) != samples:
             return time.perf_counter() - start, None, f"{len(files or [])} files for {samples} samples"
-        digest = hashlib.sha256(b"".join(Path(f).read_bytes() for f in files)).hexdigest()
-        return time.perf_counter() - start, digest, None
+        data = []
+        for f in files:
+            r = http.get(f["url"])
+            r.raise_for_status()
+            data.append(r.content)
+        return time.perf_counter() - start, hashlib.sha256(b"".join(data)).hexdigest(), None
     except Exception as e:  # noqa: BLE001  (a failed request is counted as lost, not fatal)
         return time.perf_counter() - start, None, f"{type(e).__name__}: {e}"
 
@@ -91,6 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--samples", type=int, default=4)
     p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--server-args", default="", help='more argen.serve options, e.g. "--preview-s 0"')
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     if not (Path(args.export) / "config.json").is_file():
@@ -99,13 +106,16 @@ def main(argv: list[str] | None = None) -> dict:
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     t0 = time.perf_counter()
-    server = start_server(args.export, port, args.samples)
+    server = start_server(args.export, port, args.samples, args.server_args.split())
     startup = time.perf_counter() - t0
     try:
         from gradio_client import Client
 
-        clients = [Client(url, verbose=False) for _ in range(args.clients)]  # one connection per user
-        api = clients[0].view_api(return_format="dict", print_info=False)
+        # One client per user; each fetches its files over one kept-alive connection (gradio_client's own
+        # downloader costs more CPU than the server's work here, and clients share the server's cores).
+        clients = [(Client(url, verbose=False, download_files=False), httpx.Client(timeout=300))
+                   for _ in range(args.clients)]
+        api = clients[0][0].view_api(return_format="dict", print_info=False)
         model = api["named_endpoints"]["/generate"]["parameters"][0]["example_input"]  # the first export
         seeds = list(range(args.clients))
         request(clients[0], model, args.samples, 10_000)  # warm-up: first-call allocations, caches
@@ -137,6 +147,7 @@ def main(argv: list[str] | None = None) -> dict:
               "p95_s": round(p95, 3), "lost": lost, "mismatched": mismatched,
               "sequential_s": [round(x, 3) for x in seq_times], "concurrent_s": [round(x, 3) for x in conc_times],
               "clients": args.clients, "samples": args.samples, "rounds": args.rounds, "export": args.export,
+              "server_args": args.server_args,
               "server_startup_s": round(startup, 1), "cpu": cpu_model(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S")}
     print(f"throughput x{result['throughput_ratio']}, p95 {result['p95_s']} s, lost {lost}, "
