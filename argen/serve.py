@@ -19,7 +19,6 @@ import os
 # version; huggingface_hub (a gradio dependency) has telemetry of its own.
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the other CLIs: a shared CPU box
 
 import argparse  # noqa: E402

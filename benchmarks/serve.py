@@ -9,7 +9,7 @@ the concurrent requests' latencies. A request is lost when it errors or returns 
 samples; every concurrent result is also checked byte for byte against the sequential one of the
 same seed (batching must not change what a user gets). Stops the server at the end.
 
-    python benchmarks/serve.py [EXPORT] [--clients 8] [--samples 4] [--rounds 3] [--json]
+    python benchmarks/serve.py [EXPORT] [--clients 8] [--samples 4] [--rounds 5] [--json]
 
 With ``--json`` the last line is ``{"throughput_ratio": …, "p95_s": …, "lost": …, …}``.
 """
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("export", nargs="?", default="runs/parti-demo/export")
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--samples", type=int, default=4)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--server-args", default="", help='more argen.serve options, e.g. "--preview-s 0"')
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
