@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 import torch
 
 from argen.generator import Generator
+from argen.sampling_config import UNSET
 
 
 class Busy(RuntimeError):
@@ -39,10 +40,10 @@ class Request:
     prompt: str
     num_samples: int
     seed: int
-    cfg_scale: float | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
+    cfg_scale: float = UNSET  # UNSET: the export's setting; top_k/top_p None: off
+    temperature: float = UNSET
+    top_k: int | None = UNSET
+    top_p: float | None = UNSET
     svg: str | None = None
     fill: int | None = None
     preview: bool = False

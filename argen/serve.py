@@ -123,9 +123,8 @@ def sampling_args(gen: Generator, guidance, temperature, top_k, top_p, limits: L
     p = 1.0 if _is_off(top_p) else check_number("top-p", top_p, 0, 1)
     if p == 0:
         raise BadInput("top-p must be above 0 (1 or \"off\" switches it off)")
-    # "Off" as values the sampler never filters with: k = the whole vocabulary, p = all the mass.
-    args["top_k"] = vocab if k == 0 else k
-    args["top_p"] = p
+    args["top_k"] = None if k == 0 else k  # None: off, whatever the export stores
+    args["top_p"] = None if p == 1 else p
     return args
 
 
@@ -185,8 +184,8 @@ class Model:
                  f"`{_md(str(self.path))}`",
                  f"- model: {params / 1e6:.1f} M parameters, d_model {c.d_model}, {c.enc_layers} encoder / "
                  f"{c.dec_layers} decoder layers; writes up to {self.max_len} tokens",
-                 f"- sampling defaults: guidance {s['cfg_scale']}, temperature {s['temperature']}, "
-                 f"top-k {s['top_k'] or 'off'}, top-p {s['top_p'] or 'off'}"]
+                 f"- sampling defaults: guidance {s.cfg_scale}, temperature {s.temperature}, "
+                 f"top-k {s.top_k or 'off'}, top-p {s.top_p or 'off'}"]
         if self.kind == "svg":
             lines.append(f"- SVG grid {self.gen.target.grid}; fill-in-the-middle training rate "
                          f"{self.gen.target.fim_rate}")
@@ -251,7 +250,7 @@ def partial_images(model: Model, tokens: torch.Tensor) -> list[Image.Image]:
     side = int(round(math.sqrt(L)))
     full = torch.zeros(n, L, dtype=torch.long)
     full[:, :t] = tokens.cpu()
-    images = model.gen.target.decode(full)
+    images = model.gen.target.batch_decode(full)
     out = []
     for img in images:
         a = np.asarray(img.convert("RGB")).copy()
@@ -371,7 +370,7 @@ class Server:
             paths = self._svg_paths(m, svg)
         except BadInput as e:
             raise gr.Error(str(e)) from None
-        normalized = m.gen.target.decode_one(m.gen.target.encode(svg))
+        normalized = m.gen.target.decode(m.gen.target.encode(svg))
         return svg_gallery([normalized], downloads=False) + status_html(f"{len(paths)} paths, numbered 1 to "
                                                                          f"{len(paths)} in drawing order")
 
@@ -426,7 +425,7 @@ class Server:
         text = f"decoding {what}: {tokens.shape[1]} of {m.max_len} tokens"
         if m.kind == "image":
             return grid_of(partial_images(m, tokens)), "", None, status_html(text)
-        return None, svg_gallery(m.gen.target.decode(tokens), downloads=False), None, status_html(text)
+        return None, svg_gallery(m.gen.target.batch_decode(tokens), downloads=False), None, status_html(text)
 
     def _final(self, m: Model, outputs: list, what: str, request: Request, notes: list[str], seconds: float):
         out = self._out_dir()
@@ -476,8 +475,8 @@ def build(server: Server) -> gr.Blocks:
     def defaults(m: Model):
         s = m.gen.sampling
         vocab = m.gen.net.config.target_vocab_size
-        return (gr.update(value=s["cfg_scale"]), gr.update(value=s["temperature"]),
-                gr.update(value=s["top_k"] or 0, maximum=vocab), gr.update(value=s["top_p"] or 1.0))
+        return (gr.update(value=s.cfg_scale), gr.update(value=s.temperature),
+                gr.update(value=s.top_k or 0, maximum=vocab), gr.update(value=s.top_p or 1.0))
 
     with gr.Blocks(title="argen demo", analytics_enabled=False, delete_cache=(600, 3600)) as demo:
         gr.Markdown("# argen demo\nSample from trained exports: text → image or text → SVG icon.")
@@ -487,14 +486,14 @@ def build(server: Server) -> gr.Blocks:
                 card = gr.Markdown(first.card())
         with gr.Row():
             samples = setting(1, lim.max_samples, value=min(4, lim.max_samples), step=1, label="samples")
-            guidance = setting(0, lim.max_guidance, value=first.gen.sampling["cfg_scale"], step=0.1,
+            guidance = setting(0, lim.max_guidance, value=first.gen.sampling.cfg_scale, step=0.1,
                                  label="guidance (classifier-free; 1 = none)")
-            temperature = setting(0, lim.max_temperature, value=first.gen.sampling["temperature"], step=0.05,
+            temperature = setting(0, lim.max_temperature, value=first.gen.sampling.temperature, step=0.05,
                                     label="temperature (0 = greedy)")
         with gr.Row():
-            top_k = setting(0, first.gen.net.config.target_vocab_size, value=first.gen.sampling["top_k"] or 0,
+            top_k = setting(0, first.gen.net.config.target_vocab_size, value=first.gen.sampling.top_k or 0,
                               step=1, label="top-k (0 = off)")
-            top_p = setting(0.01, 1, value=first.gen.sampling["top_p"] or 1.0, step=0.01, label="top-p (1 = off)")
+            top_p = setting(0.01, 1, value=first.gen.sampling.top_p or 1.0, step=0.01, label="top-p (1 = off)")
             seed = gr.Number(value=-1, label="seed (-1 = random)")
         with gr.Tabs():
             with gr.Tab("generate"):

@@ -13,6 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from argen.data import shapes
+from argen.eval.report import Report
+from argen.export import read_config
+from argen.generator import Generator
+from argen.sampling_config import UNSET
+from argen.slug import slug
+from argen.svg.metrics import validity
+
 
 @dataclass
 class PromptRow:
@@ -83,18 +91,16 @@ def by_category(rows: list[PromptRow]) -> dict[str, list[PromptRow]]:
 
 
 def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, num_samples: int = 4,
-                     seed: int = 0, cfg_scale: float | None = None, temperature: float | None = None,
-                     top_k: int | None = None, top_p: float | None = None, rerank: bool = False,
+                     seed: int = 0, cfg_scale: float = UNSET, temperature: float = UNSET,
+                     top_k: int | None = UNSET, top_p: float | None = UNSET, rerank: bool = False,
                      batch_size: int = 64, device: str = "cpu", cell: int = 96, wandb: bool = False,
                      progress: bool = True) -> dict[str, Any]:
     """Sample every prompt of a suite; one grid per category (rows: prompts, columns: samples).
 
     Image models whose prompts are all shapes captions also get compositional accuracy per
     category; SVG models get validity per category and their ``.svg`` files under ``OUT/svg``.
+    Sampling settings left out are the export's (see :class:`argen.sampling_config.SamplingConfig`).
     """
-    from argen.eval.report import Report, slug
-    from argen.export import read_config
-    from argen.generator import Generator
 
     rows = read_prompts(prompts)
     read_config(export, "generator")
@@ -102,13 +108,13 @@ def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, n
         raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
     gen = Generator.from_pretrained(export, device=device)
     kind = gen.target.kind
-    settings = {"cfg_scale": cfg_scale, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+    sampling = gen.sampling.override(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
     report = Report(out, f"argen eval prompts: {Path(prompts).name} on {export}", {
         "subcommand": "prompts", "export": str(export), "prompts": str(prompts), "target": kind,
         "num_prompts": len(rows), "num_samples": num_samples, "seed": seed, "rerank": rerank,
-        "sampling": {**gen.sampling, **{k: v for k, v in settings.items() if v is not None}}}, wandb)
+        "sampling": sampling.to_dict()}, wandb)
     outputs = gen.generate([r.prompt for r in rows], num_samples=num_samples, seed=seed, rerank=rerank,
-                           batch_size=batch_size, progress=progress, **settings)
+                           batch_size=batch_size, progress=progress, **sampling.to_dict())
     groups = by_category(rows)
     index = {id(r): i for i, r in enumerate(rows)}
     shapes_scores = _shapes_scores(rows, outputs) if kind == "image_tokenizer" else None
@@ -118,8 +124,6 @@ def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, n
         outs = [outputs[index[id(r)]] for r in members]
         entry: dict[str, Any] = {"prompts": len(members), "samples": len(members) * num_samples}
         if kind == "svg_tokenizer":
-            from argen.svg.metrics import validity
-
             entry["validity"] = validity([o for per in outs for o in per])
         if shapes_scores is not None:
             scores = [s for r in members for s in shapes_scores[index[id(r)]]]
@@ -156,7 +160,7 @@ def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, n
         folder.mkdir(exist_ok=True)
         for i, (r, per) in enumerate(zip(rows, outputs)):
             for j, svg in enumerate(per):
-                (folder / f"{i:04d}-{j}-{slug(r.prompt)[:40]}.svg").write_text(svg)
+                (folder / f"{i:04d}-{j}-{slug(r.prompt, 40)}.svg").write_text(svg)
         report.text(f"SVG files: `{folder.name}/`.")
     report.write()
     return report.metrics
@@ -164,8 +168,6 @@ def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, n
 
 def _shapes_scores(rows: list[PromptRow], outputs: list[list]) -> list[list[dict]] | None:
     """shapes.score of every sample when every prompt is a shapes caption, else None."""
-    from argen.data import shapes
-
     try:
         for r in rows:
             shapes.parse_caption(r.prompt)

@@ -13,13 +13,16 @@ import json
 import math
 import os
 import platform
-import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+import argen
+from argen.grid import image_grid
+from argen.slug import slug
 
 
 def fmt(value: Any, percent: bool = False) -> str:
@@ -78,10 +81,6 @@ def sampling_text(sampling: dict[str, Any]) -> str:
     return ", ".join(f"{k} {'none' if v is None else fmt(v)}" for k, v in sampling.items())
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "grid"
-
-
 class Report:
     """Collects an evaluation's output in reading order and writes it to ``out``.
 
@@ -120,7 +119,7 @@ class Report:
         """A markdown table here, and a ``wandb.Table`` named ``name``."""
         self.parts.append(markdown_table(rows, columns, percent) + "\n")
         if self.run is not None and rows:
-            import wandb
+            import wandb  # function-level: heavy, and only with --wandb (as in every method here)
 
             columns = columns or list(dict.fromkeys(k for r in rows for k in r))
             data = [[_json_safe(r.get(c)) if not isinstance(r.get(c), dict | list) else json.dumps(r.get(c))
@@ -131,14 +130,12 @@ class Report:
              cell: int = 96, caption_lines: int = 2) -> Path:
         """Tile ``images`` (PIL or SVG strings) with :func:`argen.grid.image_grid`, save
         ``out/<name>.png``, embed it here and log it to W&B."""
-        from argen.grid import image_grid
-
         path = self.out / f"{slug(name)}.png"
         image_grid(images, captions, ncol=ncol, cell=cell, caption_lines=caption_lines).save(path)
         self.grids.append(path)
         self.parts.append(f"![{caption}]({path.name})\n\n*{caption}*\n\n")
         if self.run is not None:
-            import wandb
+            import wandb  # function-level: heavy, only with --wandb
 
             self.run.log({f"grid/{slug(name)}": wandb.Image(str(path), caption=caption)}, commit=False)
         return path
@@ -170,7 +167,7 @@ class Report:
         return path
 
     def _wandb_run(self):
-        import wandb
+        import wandb  # function-level: heavy, only with --wandb
 
         mode = os.environ.get("WANDB_MODE", "offline")
         return wandb.init(project=os.environ.get("WANDB_PROJECT", "argen"), dir=str(self.out), mode=mode,
@@ -179,6 +176,4 @@ class Report:
 
 
 def _version() -> str:
-    import argen
-
     return argen.__version__

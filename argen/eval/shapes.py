@@ -22,8 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from argen.data import shapes
+from argen.eval import check_generator
+from argen.eval.fid import FID, fid_kid
+from argen.eval.report import Report
+from argen.generator import Generator
 
 DEFAULT_SCALES = (1.0, 2.0, 3.0, 5.0)
 
@@ -95,8 +100,6 @@ def real_renders(n: int, size: int, seed: int, tag: str) -> tuple[list, list[str
 
 
 def _score_all(prompts: Sequence[str], outputs: list[list], progress: bool, desc: str) -> list[list[dict]]:
-    from tqdm import tqdm
-
     return [[shapes.score(img, p) for img in per]
             for p, per in tqdm(list(zip(prompts, outputs)), desc=desc, unit="prompt", disable=not progress)]
 
@@ -107,10 +110,6 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
                     features: str = "auto", inception_weights: str | None = None, cell: int = 96,
                     wandb: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the shapes evaluation of a generator export and write its report to ``out``."""
-    from argen.eval import check_generator
-    from argen.eval.fid import FID, fid_kid
-    from argen.eval.report import Report
-    from argen.generator import Generator
 
     check_generator(export, "image_tokenizer", "shapes")
     for name, value, low in (("num_samples", num_samples, 1), ("sweep_samples", sweep_samples, 1),
@@ -124,7 +123,7 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
         "subcommand": "shapes", "export": str(export), "prompts": len(prompts), "num_samples": num_samples,
         "rerank": "model (cond - uncond log-likelihood)", "cfg_scales": list(cfg_scales),
         "sweep_prompts": sweep_prompts, "sweep_samples": sweep_samples, "fid_real": fid_real, "seed": seed,
-        "sampling": gen.sampling, "fid_features": fid.name}, wandb)
+        "sampling": gen.sampling.to_dict(), "fid_features": fid.name}, wandb)
 
     # -- main run: the suite, num_samples each, reranked ----------------------------------------
     outputs = gen.generate(prompts, num_samples=num_samples, seed=seed, rerank=True, batch_size=batch_size,
@@ -186,7 +185,7 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
 
     report.section("Compositional accuracy", f"""
 {len(prompts)} prompts (`argen.data.shapes.prompt_suite`), {num_samples} samples each at the export's
-default guidance (cfg {gen.sampling['cfg_scale']}), seed {seed}. Columns without a suffix average over
+default guidance (cfg {gen.sampling.cfg_scale}), seed {seed}. Columns without a suffix average over
 **all** samples (one random sample's chance); `_reranked` columns take the sample the model ranks
 first (conditional minus unconditional log-likelihood). `color_shape`: each named object present with
 its colour and shape; `full`: also object count, stated sizes and relation; `relation_ok`: two-object

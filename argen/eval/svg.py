@@ -18,15 +18,25 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
+from argen.data.icons import caption, load_icons, split_of
+from argen.eval import check_generator
+from argen.eval.fid import FID, fid_kid
 from argen.eval.prompts import PromptRow, read_prompts
+from argen.eval.report import Report, sampling_text
+from argen.generator import Generator
+from argen.slug import slug
+from argen.svg import SVGError
+from argen.svg.metrics import novelty as novelty_of
+from argen.svg.metrics import pairwise_iou, raster_masks, uniqueness
+from argen.svg.rasterize import rasterize
 
 DEFAULT_PROMPTS = 32
 
 
 def heldout_icons(n: int | None = DEFAULT_PROMPTS) -> list[PromptRow]:
     """``n`` held-out icons spread evenly over the sorted ``val`` split (all of them for None)."""
-    from argen.data.icons import caption, load_icons, split_of
 
     slugs = [s for s, _ in load_icons() if split_of(s) == "val"]
     if n is not None and n < len(slugs):
@@ -43,8 +53,6 @@ def placeholder(size: int, text: str = "invalid") -> Image.Image:
 
 def raster(svg: str, size: int) -> Image.Image:
     """The SVG drawn on white, or a placeholder when it does not render."""
-    from argen.svg import SVGError
-    from argen.svg.rasterize import rasterize
 
     try:
         return rasterize(svg, size)
@@ -57,10 +65,6 @@ def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -
 
     ``limit`` takes that many, spread evenly over the sorted split (for quick checks only).
     """
-    from tqdm import tqdm
-
-    from argen.data.icons import load_icons, split_of
-    from argen.svg import SVGError
 
     icons = [svg for s, svg in load_icons() if split_of(s) == "train"]
     if limit is not None and limit < len(icons):
@@ -68,7 +72,7 @@ def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -
     out = []
     for svg in tqdm(icons, desc="tokenizing training icons", unit=" icons", disable=not progress):
         try:
-            out.append(tokenizer.decode_one(tokenizer.encode(svg)))
+            out.append(tokenizer.decode(tokenizer.encode(svg)))
         except SVGError:
             continue
     return out
@@ -85,9 +89,6 @@ def cached_masks(svgs: list[str], size: int = 64, progress: bool = True) -> np.n
     tokenizer's grid (which changes the decoded texts) or the icon set, both covered by the hash.
     Set ``$ARGEN_CACHE`` to move the cache; an unwritable cache is skipped.
     """
-    from tqdm import tqdm
-
-    from argen.svg.metrics import raster_masks
 
     digest = hashlib.sha1(f"{size}\n".encode() + "\0".join(svgs).encode()).hexdigest()[:16]
     path = cache_dir() / f"svg-masks-{size}-{digest}.npz"
@@ -118,13 +119,6 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     ``train_limit`` compares novelty with only that many training icons (quick checks; the
     report says how many were used).
     """
-    from argen.data.icons import load_icons, split_of
-    from argen.eval import check_generator
-    from argen.eval.fid import FID, fid_kid
-    from argen.eval.report import Report, sampling_text, slug
-    from argen.generator import Generator
-    from argen.svg.metrics import novelty as novelty_of
-    from argen.svg.metrics import pairwise_iou, raster_masks, uniqueness
 
     check_generator(export, "svg_tokenizer", "svg")
     rows = read_prompts(prompts) if prompts is not None else heldout_icons(num_prompts)
@@ -134,7 +128,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     gen = Generator.from_pretrained(export, device=device)
     report = Report(out, f"argen eval svg: {export}", {
         "subcommand": "svg", "export": str(export), "prompts": str(prompts) if prompts else "held-out icons",
-        "num_prompts": len(rows), "num_samples": num_samples, "seed": seed, "sampling": gen.sampling,
+        "num_prompts": len(rows), "num_samples": num_samples, "seed": seed, "sampling": gen.sampling.to_dict(),
         "tokenizer": repr(gen.target), "raster_size": raster_size, "train_limit": train_limit,
         "fid_features": fid.name}, wandb)
 
@@ -145,7 +139,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     folder.mkdir(exist_ok=True)
     for i, (r, per) in enumerate(zip(rows, outputs)):
         for j, svg in enumerate(per):
-            (folder / f"{i:04d}-{j}-{slug(r.prompt)[:40]}.svg").write_text(svg)
+            (folder / f"{i:04d}-{j}-{slug(r.prompt, 40)}.svg").write_text(svg)
 
     # -- validity, uniqueness, novelty --------------------------------------------------------------
     masks, valid = raster_masks(samples)
@@ -203,7 +197,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     report.summary("IoU to reference (best of samples)", m["iou_to_reference_best"],
                    f"{len(best)} prompts with a reference icon")
     report.section("Sample quality", f"""
-{len(rows)} prompts × {num_samples} samples (seed {seed}; sampling: {sampling_text(gen.sampling)}).
+{len(rows)} prompts × {num_samples} samples (seed {seed}; sampling: {sampling_text(gen.sampling.to_dict())}).
 **Validity**: the strict parser accepts the SVG and resvg renders it. **Uniqueness**
 (IconShop): share of valid samples identical to no other sample. **Novelty**: share of valid samples
 identical to no training icon. *Identical* = raster IoU of 64 px masks ≥ 0.98. **IoU to reference**:
