@@ -337,3 +337,19 @@ def test_serve_benchmark_runs_at_toy_size(tiny_exports, capsys):
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["throughput_ratio"] == out["throughput_ratio"] > 0 and last["p95_s"] > 0
     assert last["lost"] == 0 and last["mismatched"] == 0
+
+
+def test_previews_then_the_result_and_none_when_switched_off(tiny_exports):
+    server = serve.Server(serve.load_models([str(tiny_exports["image"])]), serve.Limits(preview_s=0.0))
+    m = next(iter(server.models.values()))
+    try:
+        updates = list(server.generate(m.label, "a red circle", 2, 3.0, 1.0, 0, 1.0, 0))
+        assert len(updates) == 1 and "2 samples" in updates[0][3]  # the result only
+        server.limits.preview_s = 1e-9  # every preview the batcher sends
+        m.batcher.preview_every = 1
+        updates = list(server.generate(m.label, "a red circle", 2, 3.0, 1.0, 0, 1.0, 0))
+        previews, final = updates[:-1], updates[-1]
+        assert previews and all("decoding" in u[3] and u[0].size == final[0].size for u in previews)
+        assert np.asarray(previews[0][0]).std() > 0 and "2 samples" in final[3]
+    finally:
+        server.close()
