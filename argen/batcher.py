@@ -78,6 +78,7 @@ class Batcher:
         self.generator = generator
         self.max_batch, self.max_queue, self.wait, self.preview_every = max_batch, max_queue, wait, preview_every
         self.batches: list[int] = []  # requests per generate call, for tests and benchmarks
+        self.active = 0  # requests in the generate call now running
         self._pending: list[Request] = []
         self._cond = threading.Condition()
         self._closed = False
@@ -129,12 +130,15 @@ class Batcher:
     def _loop(self) -> None:
         while (batch := self._take()) is not None:
             self.batches.append(len(batch))
+            self.active = len(batch)
             try:
                 for r, outputs in zip(batch, self._run(batch)):
                     r.updates.put(("done", outputs))
             except Exception as e:  # noqa: BLE001  (the worker must outlive any one request)
                 for r in batch:
                     r.updates.put(("error", f"{type(e).__name__}: {e}"))
+            finally:
+                self.active = 0
 
     def _run(self, batch: list[Request]) -> list[list]:
         n = max(r.num_samples for r in batch)  # sample j depends on (seed, j) only: trimming is exact

@@ -62,7 +62,7 @@ class Limits:
     max_svg_bytes: int = 200_000
     max_guidance: float = 20.0
     max_temperature: float = 5.0
-    preview_s: float = 0.5  # seconds between progressive previews of one request; 0: none
+    preview_s: float = 0.5  # seconds between progressive previews of one model; 0: none
 
 
 # -- checking what users send ---------------------------------------------------------------------
@@ -400,7 +400,9 @@ class Server:
             m.batcher.submit(request)
         except Busy:
             raise gr.Error(BUSY) from None
-        shown = start  # previews at most every preview_s: each costs a decode, a PNG and a message
+        # A preview costs a decode, a PNG and a message. One model spends one preview per preview_s
+        # however many requests share its batch, so previews never eat the throughput batching buys.
+        shown = start
         while True:
             kind, payload = request.updates.get()
             if kind == "tokens":
@@ -411,7 +413,7 @@ class Server:
                         break
                     payload = nxt[1]
             if kind == "tokens":
-                if time.perf_counter() - shown >= self.limits.preview_s:
+                if time.perf_counter() - shown >= self.limits.preview_s * max(1, m.batcher.active):
                     yield self._preview(m, payload, what)
                     shown = time.perf_counter()
             elif kind == "error":
@@ -591,7 +593,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-batch", type=int, default=8, help="requests batched into one generate call")
     p.add_argument("--max-queue", type=int, default=16, help="requests waiting per model; more are told busy")
     p.add_argument("--batch-wait", type=float, default=0.1, help="seconds a lone request waits for company")
-    p.add_argument("--preview-s", type=float, default=0.5, help="seconds between progressive previews (0: none)")
+    p.add_argument("--preview-s", type=float, default=0.5,
+                   help="seconds between progressive previews of one model, shared by the requests it serves (0: none)")
     args = p.parse_args(argv)
     for name in ("max_samples", "max_prompt_chars", "max_svg_bytes", "max_batch", "max_queue"):
         if getattr(args, name) < 1:
