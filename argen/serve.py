@@ -504,7 +504,8 @@ def build(server: Server) -> gr.Blocks:
                                         elem_id="prompt")
                     go = gr.Button("generate", variant="primary", scale=1, elem_id="generate")
                 examples = gr.Dataset(components=[prompt], samples=[[p] for p in first.examples()],
-                                      label="examples from the training recipe", type="values")
+                                      label="examples from the training recipe", type="values",
+                                      visible=bool(first.examples()))
                 status = gr.HTML(elem_id="status")
                 grid = gr.Image(label="samples (download: PNG)", type="pil", format="png", elem_id="grid",
                                 visible=first.kind == "image", interactive=False)
@@ -528,7 +529,8 @@ def build(server: Server) -> gr.Blocks:
 
         def on_model(label):
             m = server.model(label)
-            return (m.card(), gr.Dataset(samples=[[p] for p in m.examples()]), gr.update(visible=m.kind == "image"),
+            return (m.card(), gr.Dataset(samples=[[p] for p in m.examples()], visible=bool(m.examples())),
+                    gr.update(visible=m.kind == "image"),
                     gr.update(visible=m.kind == "svg"), *defaults(m))
 
         model.change(on_model, model, [card, examples, grid, svgs, guidance, temperature, top_k, top_p],
