@@ -309,8 +309,11 @@ class Server:
         """A fresh folder for one request's downloads; folders older than an hour are removed."""
         now = time.time()
         for old in self.files.iterdir():
-            if now - old.stat().st_mtime > 3600:
-                shutil.rmtree(old, ignore_errors=True)
+            try:
+                if now - old.stat().st_mtime > 3600:
+                    shutil.rmtree(old, ignore_errors=True)
+            except FileNotFoundError:  # another request's handler removed it first
+                pass
         return Path(tempfile.mkdtemp(dir=self.files))
 
     # -- the two endpoints ------------------------------------------------------------------------
