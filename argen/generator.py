@@ -61,27 +61,35 @@ class Generator:
     @torch.no_grad()
     def generate(self, prompts: Sequence[str], num_samples: int = 1, cfg_scale: float = UNSET,
                  temperature: float = UNSET, top_k: int | None = UNSET, top_p: float | None = UNSET,
-                 seed: int | None = None, rerank: bool | Scorer = False, use_cache: bool = True,
+                 seed: int | Sequence[int] | None = None, rerank: bool | Scorer = False, use_cache: bool = True,
                  batch_size: int = 64, prefix: torch.Tensor | None = None,
-                 progress: bool = False, compile: bool = False) -> list[list]:
+                 progress: bool = False, compile: bool = False,
+                 on_step: Callable[[int, torch.Tensor], None] | None = None) -> list[list]:
         """Sample ``num_samples`` outputs for each prompt.
 
         ``cfg_scale``, ``temperature``, ``top_k``, ``top_p``: left out, the bundle's settings
         (``self.sampling``); given, they override it, and ``top_k=None`` / ``top_p=None`` turn that
         filter off even where the bundle sets one.
         ``seed`` fixes the samples: sample ``j`` of a prompt depends only on (seed, j) and the prompt,
-        not on which other prompts share the batch. ``rerank=True`` orders each prompt's samples by
-        the model's own conditional minus unconditional log-likelihood (best first); a callable
-        ``scorer(prompt, outputs) -> scores`` ranks with an external model (e.g. CLIP) instead.
+        not on which other prompts share the batch; a list gives each prompt its own seed (requests
+        from different users then share one batch and get what they would have got alone).
+        ``rerank=True`` orders each prompt's samples by the model's own conditional minus
+        unconditional log-likelihood (best first); a callable ``scorer(prompt, outputs) -> scores`` ranks
+        with an external model (e.g. CLIP) instead.
         ``compile=True`` runs single-token steps through ``torch.compile`` with CUDA graphs (GPU; the
         first call compiles, later calls of the same batch shape reuse it).
+        ``on_step(first_row, tokens)`` is called after every decoding step with the tokens so far of
+        rows ``first_row …`` (rows are prompt-major, ``num_samples`` per prompt): progressive previews.
         """
         s = self.sampling.override(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
         self._check(prompts, num_samples, batch_size)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
+        seeds = [int(x) for x in seed] if isinstance(seed, Sequence) else [int(seed)] * len(prompts)
+        if len(seeds) != len(prompts):
+            raise ValueError(f"seed must be one int or one per prompt: got {len(seeds)} for {len(prompts)} prompts")
 
-        rows = [(p, j) for p in prompts for j in range(num_samples)]
+        rows = [(p, j, row_seed) for p, row_seed in zip(prompts, seeds) for j in range(num_samples)]
         null_ids, null_mask = self._text([""])  # one unconditional row, shared by every row of a batch
         tokens = []
         chunks = range(0, len(rows), batch_size)
@@ -89,13 +97,14 @@ class Generator:
             chunks = tqdm(chunks, desc="sampling", unit="batch")
         for start in chunks:
             chunk = rows[start : start + batch_size]
-            text_ids, text_mask = self._text([p for p, _ in chunk])
-            seeds = [zlib.crc32(f"{seed}:{j}".encode()) for _, j in chunk]
+            text_ids, text_mask = self._text([p for p, _, _ in chunk])
+            row_seeds = [zlib.crc32(f"{x}:{j}".encode()) for _, j, x in chunk]
             row_prefix = None if prefix is None else prefix.to(self.device).expand(len(chunk), -1)
+            hook = None if on_step is None else (lambda t, first=start: on_step(first, t))
             tokens.append(sample_tokens(
                 self.net, text_ids, text_mask, self.target, uncond_ids=null_ids, uncond_mask=null_mask,
-                cfg_scale=s.cfg_scale, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seeds=seeds,
-                prefix=row_prefix, use_cache=use_cache, compile=compile))
+                cfg_scale=s.cfg_scale, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seeds=row_seeds,
+                prefix=row_prefix, use_cache=use_cache, compile=compile, on_tokens=hook))
         width = max(t.shape[1] for t in tokens)
         pad = self.target.pad_id if self.target.pad_id is not None else 0
         tokens = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad) for t in tokens])
@@ -106,13 +115,18 @@ class Generator:
                           for i, (p, outs) in enumerate(zip(prompts, per_prompt))]
         return per_prompt
 
-    def complete(self, prompt: str, svg_prefix: str, num_samples: int = 1, **kwargs) -> list:
-        """Finish a partly drawn SVG: its paths are kept as forced first tokens (SVG models only)."""
-        encode_prefix = getattr(self.target, "encode_prefix", None)
-        if encode_prefix is None:
+    def complete(self, prompt: str, svg_prefix: str, num_samples: int = 1, fill: int | None = None,
+                 **kwargs) -> list:
+        """Finish a partly drawn SVG: its paths are kept as forced first tokens (SVG models only).
+
+        ``fill=k`` redraws path ``k`` (0-based) in place instead, IconShop's fill-in-the-middle: the
+        other paths are the context (``… HOLE … MIDDLE``) and the model writes the missing one. That
+        works as well as the export was trained for it (its target's ``fim_rate`` > 0).
+        """
+        if getattr(self.target, "encode_prefix", None) is None:
             raise ValueError(f"complete() needs an SVG model; this one writes {self.target.kind!r} tokens")
-        prefix = encode_prefix(svg_prefix).unsqueeze(0)
-        return self.generate([prompt], num_samples=num_samples, prefix=prefix, **kwargs)[0]
+        prefix = self.target.encode_prefix(svg_prefix) if fill is None else self.target.encode_fill(svg_prefix, fill)
+        return self.generate([prompt], num_samples=num_samples, prefix=prefix.unsqueeze(0), **kwargs)[0]
 
     # -- helpers ----------------------------------------------------------------------------
     def _text(self, prompts: list[str]):

@@ -132,6 +132,11 @@ class SVGTokenizer(TargetTokenizer):
             raise IndexError(f"path index {index} out of range for {len(paths)} paths")
         return torch.tensor(self._fim(paths, index % len(paths)))
 
+    def encode_fill(self, svg: str, index: int) -> torch.Tensor:
+        """Ids that ask the decoder to redraw path ``index``: the FIM sequence up to ``MIDDLE``."""
+        ids = self.encode_fim(svg, index)
+        return ids[: int((ids == T.MIDDLE).nonzero()[0]) + 1]
+
     @staticmethod
     def _fim(paths: list[list[int]], k: int) -> list[int]:
         flat = lambda ps: [t for p in ps for t in p]  # noqa: E731

@@ -329,6 +329,7 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
              top_p: float | None = None, seeds: Sequence[int] | torch.Tensor | None = None,
              prefix: torch.Tensor | None = None, use_cache: bool = True, max_len: int | None = None,
              return_logits: bool = False, callback: Callable[[int, int], None] | None = None,
+             on_tokens: Callable[[torch.Tensor], None] | None = None,
              compile: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Sample target tokens (B, L) for B text rows (already replicated per sample by the caller).
 
@@ -345,6 +346,8 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
         return_logits: also return the guided float32 logits of every sampled step, (B, L - P, V),
             before grammar masking and temperature.
         callback: called as ``callback(done, total)`` after each step (progress bars).
+        on_tokens: called after each step with the (B, done) tokens so far, a view into the
+            decoding buffer (copy what you keep): progressive previews.
         compile: run the single-token step through ``torch.compile`` (CUDA graphs on GPU).
 
     Rows whose target emits ``eos_id`` continue with ``pad_id``; decoding stops early once every
@@ -354,6 +357,14 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
     state = start(model, text_ids, text_mask, target, uncond_ids=uncond_ids, uncond_mask=uncond_mask,
                   cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, seeds=seeds,
                   prefix=prefix, max_len=max_len, return_logits=return_logits)
+    if on_tokens is not None:  # the tokens so far ride on the per-step hook
+        progress = callback
+
+        def callback(done: int, total: int) -> None:
+            if progress is not None:
+                progress(done, total)
+            on_tokens(state.tokens[:, :done])
+
     with inference(model):
         if not use_cache:
             decode_uncached(model, state, callback)
