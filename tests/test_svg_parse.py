@@ -8,12 +8,12 @@ import math
 import re
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from argen.svg import SVGError, normalize, normalize_paths
 from argen.svg.geometry import arc_to_cubics
-from argen.svg.metrics import raster_iou
+from argen.svg.metrics import raster_coverage, raster_iou
 from argen.svg.pathdata import parse_path_data
 
 NS = 'xmlns="http://www.w3.org/2000/svg"'
@@ -209,6 +209,8 @@ def test_random_paths_render_like_the_original(d, rule):
     # exactly and evenodd only for "does not crash, stays valid"
     original = svg(f'<path fill-rule="{rule}" d="{d}"/>', vb="-10 -10 44 44")
     if rule == "nonzero":
+        # a sliver of a few pixels (e.g. "M2 2 h0 q0 1 1 0") is all grid rounding: IoU says nothing there
+        assume(raster_coverage(original, 64).sum() >= 30)
         assert_same_render(original, 0.98)
     else:
         normalize_paths(original, 200)
