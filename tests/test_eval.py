@@ -110,6 +110,7 @@ def test_randconv_is_fixed_and_ranks_degradations(image_sets):
 def test_feature_choice_and_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv(F.INCEPTION_ENV, str(tmp_path / "nothing.pth"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(F, "fid_helper_model", lambda: None)  # as without the eval extra
     assert F.feature_extractor("auto")[1] == "randconv-v1"
     with pytest.raises(F.FeaturesUnavailable, match="Inception features are not available.*weights"):
         F.feature_extractor("inception")
