@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from argen.data.shards import resize_center_crop, to_rgb
+from argen.images import prepare_image
 
 VENDORS = ("google", "twitter", "fluent3d")
 VENDOR_WORDS = {"google": "google", "twitter": "twitter", "fluent3d": "fluent 3d"}
@@ -219,12 +219,6 @@ def split_concepts(concepts: Sequence[str], vendors_of: dict[str, set[str]], val
 
 
 # -- writing --------------------------------------------------------------------------------------
-def prepare_image(data: bytes, size: int):
-    from PIL import Image
-
-    return resize_center_crop(to_rgb(Image.open(io.BytesIO(data))), size)
-
-
 def _sample(v: Variant, vendor: str, data: bytes, size: int) -> dict[str, Any]:
     img = prepare_image(data, size)
     buf = io.BytesIO()
