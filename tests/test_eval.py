@@ -312,6 +312,7 @@ def test_tokenizer_end_to_end_matches_direct_evaluation(exports, tmp_path):
     assert m["ssim"] == pytest.approx(direct["ssim"], rel=1e-5)
     assert m["codebook_usage"] == pytest.approx(direct["usage"])
     assert 1 <= m["codebook_perplexity"] <= 64 and m["rfid"] > 0 and m["lpips"] is None
+    assert 0 < m["rfid_floor"] < m["rfid_half"]  # an untrained tokenizer is worse than the real-vs-real floor
     assert "shapes_full_on_reconstructions" in m
     assert "LPIPS" in report and "not measured" in report and (out / "reconstructions.png").is_file()
 
