@@ -252,7 +252,8 @@ def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[s
         train_spec = [shards]
     train_urls = expand_shards(train_spec)
     folder = Path(train_urls[0]).parent
-    pairs_path = Path(pairs) if pairs else folder / "heldout.tsv"
+    pairs_path = Path(pairs) if pairs else next(
+        (p for p in (folder / "heldout.tsv", Path("eval/emoji-heldout.tsv")) if p.is_file()), folder / "heldout.tsv")
     if not pairs_path.is_file():
         raise FileNotFoundError(f"no held-out pairs at {pairs_path}; pass --pairs (e.g. eval/emoji-heldout.tsv)")
     heldout_urls = expand_shards(str(folder / "heldout-*.tar"))
