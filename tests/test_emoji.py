@@ -271,4 +271,12 @@ def test_eval_emoji_end_to_end(emoji_export, tmp_path):
     assert m["fid"] > 0 and m["fid_real_vs_real"] > 0
     report = (out / "report.md").read_text()
     assert "ceiling" in report and "randconv-v1" in report and (out / "heldout-samples.png").is_file()
+    cached = sorted(p.name.split("-")[0] for p in (out / "cache").glob("*.safetensors"))
+    assert cached == ["heldout", "probe", "reference"]
+    again = tmp_path / "again"  # a second run reads the probe and real features back: same ceilings
+    assert main(["emoji", str(emoji_export), "--out", str(again), "--fid-features", "randconv", "--probe-epochs", "6",
+                 "--fid-reference", "40", "--no-progress", "--cache", str(out / "cache")]) == 0
+    m2 = json.loads((again / "metrics.json").read_text())
+    assert (m2["vendor_ceiling"], m2["category_ceiling"], m2["fid"]) == (m["vendor_ceiling"], m["category_ceiling"],
+                                                                         m["fid"])
     assert main(["emoji", str(emoji_export), "--out", str(out), "--pairs", str(tmp_path / "none.tsv")]) == 2

@@ -92,9 +92,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe", choices=("cnn", "inception-linear"), default="cnn",
                    help="cnn: small CNN on the 64 px pixels; inception-linear: logistic regression on the FID "
                         "features (slow on CPU: use --probe-images)")
-    p.add_argument("--probe-epochs", type=int, default=4)
+    p.add_argument("--probe-epochs", type=int, default=6)
     p.add_argument("--probe-images", type=int, default=None, help="train the probe on at most this many images")
     p.add_argument("--fid-reference", type=int, default=300, help="real training images for the FID reference")
+    p.add_argument("--cache", default=None, help="folder keeping the probe and real-image features between runs "
+                                                 "(default: OUT/cache)")
     _common(p)
     return parser.parse_args(argv)
 
@@ -135,7 +137,7 @@ def run(args: argparse.Namespace) -> dict:
 
         return evaluate_emoji(args.export, shards=args.shards, pairs=args.pairs, num_samples=args.num_samples,
                               probe=args.probe, probe_epochs=args.probe_epochs, probe_images=args.probe_images,
-                              fid_reference=args.fid_reference, **common)
+                              fid_reference=args.fid_reference, cache=args.cache, **common)
     from argen.eval.prompts import evaluate_prompts
 
     return evaluate_prompts(args.export, args.prompts, num_samples=args.num_samples, seed=args.seed,

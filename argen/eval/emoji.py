@@ -124,13 +124,35 @@ class Probe:
         self.kind, self.seed, self.epochs, self.fid = kind, seed, epochs, fid
         self.train_accuracy: dict[str, float] = {}
 
+    def state(self) -> dict[str, torch.Tensor]:
+        if self.kind == "cnn":
+            return {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        return {"mean": self.mean, "std": self.std, **{f"head{i}.{k}": v for i, h in enumerate(self.heads)
+                                                       for k, v in h.state_dict().items()}}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> Probe:
+        if self.kind == "cnn":
+            self.net = ProbeCNN(len(self.vendors), len(self.categories))
+            self.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+            self.net.eval()
+        else:
+            self.mean, self.std = state["mean"], state["std"]
+            self.heads = []
+            for i, n in enumerate((len(self.vendors), len(self.categories))):
+                head = nn.Linear(self.mean.shape[0], n)
+                head.load_state_dict({k.split(".", 1)[1]: v for k, v in state.items() if k.startswith(f"head{i}.")})
+                self.heads.append(head.eval())
+        self.train_accuracy = {"vendor": float(state["train_accuracy"][0]),
+                               "category": float(state["train_accuracy"][1])}
+        return self
+
     def _labels(self, rows) -> tuple[torch.Tensor, torch.Tensor]:
         return (torch.tensor([self.vendors.index(r["vendor"]) for r in rows]),
                 torch.tensor([self.categories.index(r["category"]) for r in rows]))
 
     def fit(self, rows: list[dict], max_images: int | None = None, progress: bool = False) -> Probe:
         rng = random.Random(self.seed)
-        rows = list(rows)
+        rows = sorted(rows, key=lambda r: r["key"])
         rng.shuffle(rows)
         if max_images:
             rows = rows[:max_images]
@@ -203,6 +225,46 @@ def _fit_linear(x: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay: 
     return head.eval()
 
 
+# -- cache ----------------------------------------------------------------------------------------
+class Cache:
+    """What does not depend on the model under test, kept between runs in ``folder``: the probe's
+    weights and the real images' FID features. Each entry is a safetensors file named by a hash of
+    everything it depends on (shard keys, extractor, probe settings), so a stale entry is never read."""
+
+    def __init__(self, folder: str | Path | None):
+        self.folder = Path(folder) if folder else None
+
+    @staticmethod
+    def key(*parts: Any) -> str:
+        import hashlib
+        import json
+
+        return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def load(self, name: str, key: str) -> dict[str, torch.Tensor] | None:
+        from safetensors.torch import load_file
+
+        path = self.folder / f"{name}-{key}.safetensors" if self.folder else None
+        return load_file(path) if path is not None and path.is_file() else None
+
+    def save(self, name: str, key: str, tensors: dict[str, torch.Tensor]) -> None:
+        from safetensors.torch import save_file
+
+        if self.folder:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(self.folder / f"{name}-{key}.safetensors"))
+
+    def features(self, fid, name: str, rows: list[dict], progress: bool) -> torch.Tensor:
+        key = self.key(fid.name, [r["key"] for r in rows])
+        hit = self.load(name, key)
+        if hit is not None:
+            return hit["features"]
+        f = fid.features(torch.from_numpy(np.stack([r["image"] for r in rows])).permute(0, 3, 1, 2), progress,
+                         f"{name} features")
+        self.save(name, key, {"features": f})
+        return f
+
+
 # -- scores ---------------------------------------------------------------------------------------
 def shuffled_floor(pred: torch.Tensor, labels: torch.Tensor, permutations: int = FLOOR_PERMUTATIONS,
                    seed: int = 0) -> float:
@@ -230,13 +292,38 @@ def grid_pairs(pairs: list[dict], n: int = GRID_PROMPTS) -> list[int]:
     return [order[int(round(x))] for x in np.linspace(0, len(order) - 1, n)]
 
 
+def references(train: list[dict], real_pairs: list[dict], vendors: list[str], categories: list[str], fid,
+               store: Cache, probe: str = "cnn", seed: int = 0, probe_epochs: int = 6,
+               probe_images: int | None = None, fid_reference: int = 300, progress: bool = False):
+    """``(probe, held-out features, reference features)``: the probe trained on ``train``, the FID
+    features of the real held-out images and of ``fid_reference`` random training images, through
+    ``store`` (trained or extracted once, then read back)."""
+    clf = Probe(vendors, categories, probe, seed, probe_epochs, fid)
+    probe_key = store.key(probe, seed, probe_epochs, probe_images, vendors, categories,
+                          fid.name if probe != "cnn" else None, sorted(r["key"] for r in train))
+    state = store.load("probe", probe_key)
+    if state is not None:
+        clf.load_state(state)
+    else:
+        clf.fit(train, probe_images, progress)
+        store.save("probe", probe_key, {**clf.state(), "train_accuracy": torch.tensor(
+            [clf.train_accuracy["vendor"], clf.train_accuracy["category"]])})
+    f_real = store.features(fid, "heldout", real_pairs, progress)
+    ordered = sorted(train, key=lambda r: r["key"])  # the same choice whatever order the shards are read in
+    ref_rows = random.Random(seed).sample(ordered, min(fid_reference, len(train)))
+    return clf, f_real, store.features(fid, "reference", ref_rows, progress)
+
+
 def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[str] | None = None,
                    pairs: str | Path | None = None, num_samples: int = 2, probe: str = "cnn",
-                   probe_epochs: int = 4, probe_images: int | None = None, fid_reference: int = 300,
+                   probe_epochs: int = 6, probe_images: int | None = None, fid_reference: int = 300,
                    seed: int = 0, batch_size: int = 64, device: str = "cpu", features: str = "auto",
                    inception_weights: str | None = None, cell: int = 96, wandb: bool = False,
-                   progress: bool = True) -> dict[str, Any]:
-    """Sample the held-out pairs of an emoji generator export, score them, write the report to ``out``."""
+                   progress: bool = True, cache: str | Path | None = None) -> dict[str, Any]:
+    """Sample the held-out pairs of an emoji generator export, score them, write the report to ``out``.
+
+    ``cache`` (default ``out/cache``) keeps the probe and the real images' features between runs:
+    they depend on the data, not on the model, and are most of the cost on a CPU."""
     from argen.data.emoji import VENDORS, read_heldout_tsv
     from argen.data.shards import expand_shards
     from argen.eval import check_generator
@@ -280,9 +367,11 @@ def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[s
         "num_pairs": len(pair_rows), "num_samples": num_samples, "probe": probe, "seed": seed,
         "sampling": gen.sampling, "fid_features": fid.name}, wandb)
 
-    # -- probe, trained on real training images only ---------------------------------------------
-    clf = Probe(vendors, categories, probe, seed, probe_epochs, fid).fit(train, probe_images, progress)
+    # -- probe (real training images only) and real features: cached, they do not depend on the model
+    store = Cache(cache if cache is not None else Path(out) / "cache")
     real_pairs = [held[p["key"]] for p in pair_rows]
+    clf, f_real, f_ref = references(train, real_pairs, vendors, categories, fid, store, probe, seed, probe_epochs,
+                                    probe_images, fid_reference, progress)
     yv = torch.tensor([vendors.index(p["vendor"]) for p in pair_rows])
     yc = torch.tensor([categories.index(p["category"]) for p in pair_rows])
     cv, cc = clf.predict(np.stack([r["image"] for r in real_pairs]))
@@ -295,12 +384,7 @@ def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[s
     yv_s, yc_s = yv.repeat_interleave(num_samples), yc.repeat_interleave(num_samples)
 
     # -- FID against the real held-out images, with a real-vs-real reference ---------------------
-    real_t = torch.from_numpy(np.stack([r["image"] for r in real_pairs])).permute(0, 3, 1, 2)
-    f_real = fid.features(real_t, progress, "held-out features")
     f_fake = fid.features(fakes, progress, "sample features")
-    ref_rows = random.Random(seed).sample(train, min(fid_reference, len(train)))
-    f_ref = fid.features(torch.from_numpy(np.stack([r["image"] for r in ref_rows])).permute(0, 3, 1, 2),
-                         progress, "reference features")
     fid_gen, fid_ref = fid_kid(f_real, f_fake, seed=seed), fid_kid(f_real, f_ref, seed=seed)
 
     acc = lambda p, y: float((p == y).float().mean())  # noqa: E731
