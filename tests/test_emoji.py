@@ -13,7 +13,9 @@ import torch
 from PIL import Image, ImageDraw
 
 from argen.data import emoji as E
+from argen.data.recipes import tokenizer_for
 from argen.eval import emoji as EE
+from argen.text import TextTokenizer
 
 CATEGORIES = {"Smileys & Emotion": ("face-smiling", (240, 200, 0)),
               "Animals & Nature": ("animal-mammal", (150, 90, 30)), "Food & Drink": ("food-fruit", (220, 30, 30))}
@@ -109,7 +111,8 @@ def packs(tmp_path_factory):
 @pytest.fixture(scope="module")
 def shards(packs, tmp_path_factory):
     out = tmp_path_factory.mktemp("emoji32")
-    counts = E.prepare(packs, out, size=32, val_fraction=0.15, heldout_pairs=6, vocab_size=64, progress=False)
+    counts = E.prepare(packs, out, size=32, val_fraction=0.15, heldout_pairs=6, progress=False)
+    tokenizer_for(str(out / "train-*.tar"), 64, out / "tokenizer.json", progress=False)
     return out, counts
 
 
@@ -142,7 +145,6 @@ def test_prepare_splits_by_concept_and_holds_out_pairs(shards):
         assert p["concept"] not in concepts["val"]
     held_pairs = {(r["meta"]["concept"], r["meta"]["vendor"]) for r in held}
     assert held_pairs == {(p["concept"], p["vendor"]) for p in pairs}  # every tone of a pair goes with it
-    assert (out / "tokenizer.json").is_file()
 
 
 def test_samples_have_captions_metadata_and_white_backgrounds(shards):
@@ -168,8 +170,7 @@ def test_samples_have_captions_metadata_and_white_backgrounds(shards):
 def test_prepare_is_deterministic_and_ignores_pack_order(packs, shards, tmp_path):
     out, _ = shards
     again = tmp_path / "again"
-    E.prepare(list(reversed(packs)), again, size=32, val_fraction=0.15, heldout_pairs=6, vocab_size=None,
-              progress=False)
+    E.prepare(list(reversed(packs)), again, size=32, val_fraction=0.15, heldout_pairs=6, progress=False)
     assert (again / "heldout.tsv").read_text() == (out / "heldout.tsv").read_text()
     for split in ("train", "val", "heldout"):
         a, b = sorted(out.glob(f"{split}-*.tar")), sorted(again.glob(f"{split}-*.tar"))
@@ -183,6 +184,10 @@ def test_prepare_cli_and_clear_errors(packs, tmp_path):
                          capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert "train:" in run.stdout and (out / "heldout.tsv").is_file() and not (out / "tokenizer.json").exists()
+    run = subprocess.run([sys.executable, "-m", "argen.data", "prepare", "emoji", "--from", *map(str, packs[:2]),
+                          "--out", str(out), "--size", "16", "--heldout-pairs", "4", "--vocab-size", "40"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and TextTokenizer.from_file(out / "tokenizer.json").vocab_size == 40, run.stderr
     assert read_split(out, "train")[0]["image"].size == (16, 16)
 
     def fails(args, match):

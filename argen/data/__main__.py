@@ -10,11 +10,9 @@
 
 from __future__ import annotations
 
-import os
+from argen.omp import prefer_passive_wait
 
-# Before torch loads OpenMP: spin-waiting threads stall each other whenever another process shares
-# the cores (a 2-core box running anything else ran 5-10x slower without this).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prefer_passive_wait()  # before anything loads torch (see argen/omp.py)
 
 import argparse
 import json
@@ -25,7 +23,7 @@ def _prepare(args: argparse.Namespace) -> None:
     if args.dataset == "emoji":
         _prepare_emoji(args)
         return
-    from argen.data.shards import prepare_recipe
+    from argen.data.recipes import prepare_recipe
 
     recipe = {"dataset": args.dataset, "out": args.out, "per_shard": args.per_shard}
     if args.dataset == "shapes":
@@ -38,19 +36,21 @@ def _prepare(args: argparse.Namespace) -> None:
 
 def _prepare_emoji(args: argparse.Namespace) -> None:
     from argen.data import emoji
+    from argen.data.recipes import tokenizer_for
 
     if not args.packs:
         raise ValueError("prepare emoji needs --from PACK [PACK ...] (npm pack tarballs or folders; see docs/data.md)")
     counts = emoji.prepare(args.packs, args.out, size=args.size or 64, val_fraction=args.val_fraction,
-                           heldout_pairs=args.heldout_pairs, seed=args.seed, vocab_size=args.vocab_size,
-                           per_shard=args.per_shard, progress=True)
+                           heldout_pairs=args.heldout_pairs, seed=args.seed, per_shard=args.per_shard, progress=True)
+    if args.vocab_size:  # the text tokenizer on the training captions, as the built-in recipes do
+        tokenizer_for(f"{args.out}/train-*.tar", args.vocab_size, f"{args.out}/tokenizer.json")
     for split, c in counts["splits"].items():
         print(f"{split:>8}: {c['images']} images, {c['concepts']} concepts, per vendor {c['per_vendor']}")
     print(f"prepared emoji shards in {args.out} (held-out pairs: {args.out}/heldout.tsv)")
 
 
 def _tokenizer(args: argparse.Namespace) -> None:
-    from argen.data.shards import tokenizer_for
+    from argen.data.recipes import tokenizer_for
 
     tok = tokenizer_for(args.shards, args.vocab_size, args.out)
     print(f"wrote {args.out} ({tok.vocab_size} tokens)")

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from argen.data.shards import default_per_shard, write_shards
 from argen.images import prepare_image
 
 VENDORS = ("google", "twitter", "fluent3d")
@@ -232,12 +233,9 @@ def _sample(v: Variant, vendor: str, data: bytes, size: int) -> dict[str, Any]:
 
 
 def prepare(packs: Sequence[str | os.PathLike], out: str | Path, size: int = 64, val_fraction: float = 0.05,
-            heldout_pairs: int = 150, seed: int = 0, vocab_size: int | None = 512, per_shard: int | None = None,
+            heldout_pairs: int = 150, seed: int = 0, per_shard: int | None = None,
             progress: bool = True) -> dict[str, Any]:
-    """Write ``out/{train,val,heldout}-NNNNNN.tar``, ``out/heldout.tsv``, ``out/counts.json`` and (with
-    ``vocab_size``) the text tokenizer ``out/tokenizer.json`` trained on the training captions."""
-    from argen.data.shards import default_per_shard, tokenizer_for, write_shards
-
+    """Write ``out/{train,val,heldout}-NNNNNN.tar``, ``out/heldout.tsv`` and ``out/counts.json``."""
     if not packs:
         raise ValueError("give at least one emoji pack (--from)")
     if size < 8:
@@ -290,8 +288,6 @@ def prepare(packs: Sequence[str | os.PathLike], out: str | Path, size: int = 64,
                                    "per_vendor": dict(sorted(per_vendor.items()))}
     write_heldout_tsv(out / "heldout.tsv", heldout_rows(splits["heldout"]))
     (out / "counts.json").write_text(json.dumps(counts, indent=2) + "\n")
-    if vocab_size:
-        tokenizer_for(str(out / "train-*.tar"), vocab_size, out / "tokenizer.json", progress=progress)
     return counts
 
 
