@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--features", default="auto", choices=("auto", "inception", "randconv"))
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--compare-pytorch-fid", action="store_true")
+    p.add_argument("--kinds", nargs="+", default=list(LEVELS), choices=list(LEVELS), help="degradations to run")
     p.add_argument("--json", action="store_true", help="end with one JSON line")
     args = p.parse_args(argv)
     if args.threads:
@@ -94,20 +95,23 @@ def main(argv: list[str] | None = None) -> dict:
     images = read_images(args.shards, 2 * args.n)
     a, b = images[: args.n], images[args.n:]
     fid = FID(args.features, batch_size=50)
+    print(f"{fid.name}: {2 * args.n} real images read", flush=True)
     fa, fb = fid.features(a), fid.features(b)
     floor = fid_kid(fa, fb)
     result: dict = {"features": fid.name, "n": args.n, "cpu": platform.processor() or platform.machine(),
                     "fid_real_vs_real": floor["fid"], "kid_real_vs_real": floor["kid_mean"],
                     "fid_scipy_real_vs_real": scipy_fid(fa, fb), "curves": {}}
     rng = np.random.default_rng(0)
-    print(f"features: {fid.name}; {args.n} vs {args.n} real images: FID {floor['fid']:.3f}")
-    for kind, levels in LEVELS.items():
+    print(f"features: {fid.name}; {args.n} vs {args.n} real images: FID {floor['fid']:.3f}, SciPy "
+          f"{result['fid_scipy_real_vs_real']:.3f}, KID {floor['kid_mean']:.4f}", flush=True)
+    for kind, levels in ((k, LEVELS[k]) for k in args.kinds):
         curve = [{"level": 0, "fid": floor["fid"]}]
         for level in levels:
             fd = fid.features([degrade(im, kind, level, rng) for im in b])
             r = fid_kid(fa, fd)
             curve.append({"level": level, "fid": r["fid"], "fid_scipy": scipy_fid(fa, fd), "kid": r["kid_mean"]})
-            print(f"  {kind:>5} {level:>5} ({UNITS[kind]}): FID {r['fid']:.3f}")
+            print(f"  {kind:>5} {level:>5} ({UNITS[kind]}): FID {r['fid']:.3f}, SciPy {curve[-1]['fid_scipy']:.3f}, "
+                  f"KID {r['kid_mean']:.4f}", flush=True)
         fids = [c["fid"] for c in curve]
         result["curves"][kind] = {"unit": UNITS[kind], "points": curve,
                                   "monotonic": all(x < y for x, y in zip(fids, fids[1:]))}

