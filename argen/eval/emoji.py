@@ -42,7 +42,7 @@ from argen.data.emoji import VENDORS, read_heldout_tsv
 from argen.data.shards import SampleDecoder, ShardStream, expand_shards
 from argen.eval import check_generator
 from argen.eval.fid import FID, fid_kid
-from argen.eval.report import Report
+from argen.eval.report import Report, sampling_text
 from argen.generator import Generator
 
 FLOOR_PERMUTATIONS = 200
@@ -354,7 +354,7 @@ def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[s
     report = Report(out, f"argen eval emoji: {export}", {
         "subcommand": "emoji", "export": str(export), "training_shards": len(train_urls), "pairs": str(pairs_path),
         "num_pairs": len(pair_rows), "num_samples": num_samples, "probe": probe, "seed": seed,
-        "sampling": gen.sampling, "fid_features": fid.name}, wandb)
+        "sampling": gen.sampling.to_dict(), "fid_features": fid.name}, wandb)
 
     # -- probe (real training images only) and real features: cached, they do not depend on the model
     store = Cache(cache if cache is not None else Path(out) / "cache")
@@ -404,12 +404,13 @@ def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[s
     report.summary("FID vs real held-out", m["fid"], f"{fid.name}; real training vs held-out: {fid_ref['fid']:.4g}")
     report.section("Held-out (concept, vendor) pairs", f"""
 {len(pair_rows)} pairs from `{pairs_path}`: each concept was trained in other vendors' styles, never
-in this one. {num_samples} samples per prompt at the export's default sampling ({gen.sampling}),
-seed {seed}. The probe ({probe}) was trained on {m['probe_training_images']} real training images
-(accuracy there: vendor {100 * clf.train_accuracy['vendor']:.1f}%, category
-{100 * clf.train_accuracy['category']:.1f}%). **Ceiling**: the probe on the real images of the
-held-out pairs. **Floor**: the samples against the labels of shuffled prompts (mean of
-{FLOOR_PERMUTATIONS} permutations).""")
+in this one. {num_samples} samples per prompt at the export's default sampling
+({sampling_text(gen.sampling.to_dict())}), seed {seed}. The probe ({probe}) was trained on
+{m['probe_training_images']} real training images (accuracy there: vendor
+{100 * clf.train_accuracy['vendor']:.1f}%, category {100 * clf.train_accuracy['category']:.1f}%).
+**Ceiling**: the probe on the real images of the held-out pairs.
+**Floor**: the samples against the labels of shuffled prompts (mean of {FLOOR_PERMUTATIONS}
+permutations).""")
     report.table("accuracy", [
         {"set": "samples", "vendor": m["vendor_accuracy"], "category": m["category_accuracy"]},
         {"set": "floor (shuffled prompts)", "vendor": m["vendor_floor"], "category": m["category_floor"]},
