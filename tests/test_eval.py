@@ -110,6 +110,7 @@ def test_randconv_is_fixed_and_ranks_degradations(image_sets):
 def test_feature_choice_and_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv(F.INCEPTION_ENV, str(tmp_path / "nothing.pth"))
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
+    monkeypatch.setattr(F, "fid_helper_model", lambda: None)  # as without the eval extra
     assert F.feature_extractor("auto")[1] == "randconv-v1"
     with pytest.raises(F.FeaturesUnavailable, match="Inception features are not available.*weights"):
         F.feature_extractor("inception")
@@ -311,6 +312,7 @@ def test_tokenizer_end_to_end_matches_direct_evaluation(exports, tmp_path):
     assert m["ssim"] == pytest.approx(direct["ssim"], rel=1e-5)
     assert m["codebook_usage"] == pytest.approx(direct["usage"])
     assert 1 <= m["codebook_perplexity"] <= 64 and m["rfid"] > 0 and m["lpips"] is None
+    assert 0 < m["rfid_floor"] < m["rfid_half"]  # an untrained tokenizer is worse than the real-vs-real floor
     assert "shapes_full_on_reconstructions" in m
     assert "LPIPS" in report and "not measured" in report and (out / "reconstructions.png").is_file()
 

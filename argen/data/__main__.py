@@ -2,6 +2,7 @@
 
     python -m argen.data prepare shapes --out data/shapes32 --train 20000 --val 512 --size 32
     python -m argen.data prepare icons --out data/icons --format svg
+    python -m argen.data prepare emoji --from emoji-datasource-google-16.0.0.tgz … --out data/emoji64
     python -m argen.data tokenizer --shards 'data/shapes32/train-*.tar' --vocab-size 128 --out tok.json
     python -m argen.data stats 'data/shapes32/val-*.tar' --json
     python -m argen.data encode …   (pre-compute image tokens; see its --help)
@@ -21,6 +22,9 @@ import sys
 # Each subcommand imports what it runs inside its function, so `--help` and argument errors answer
 # before torch and webdataset load, and `stats` never loads the image tokenizer's models.
 def _prepare(args: argparse.Namespace) -> None:
+    if args.dataset == "emoji":
+        _prepare_emoji(args)
+        return
     from argen.data.recipes import prepare_recipe  # function-level: see above
 
     recipe = {"dataset": args.dataset, "out": args.out, "per_shard": args.per_shard}
@@ -30,6 +34,22 @@ def _prepare(args: argparse.Namespace) -> None:
         recipe.update(format=args.format, size=args.size or 256)
     prepare_recipe(recipe, force=args.force)
     print(f"prepared {args.dataset} shards in {args.out}")
+
+
+def _prepare_emoji(args: argparse.Namespace) -> None:
+    # imported here: `python -m argen.data --help` and the other subcommands need neither
+    from argen.data import emoji
+    from argen.data.recipes import tokenizer_for
+
+    if not args.packs:
+        raise ValueError("prepare emoji needs --from PACK [PACK ...] (npm pack tarballs or folders; see docs/data.md)")
+    counts = emoji.prepare(args.packs, args.out, size=args.size or 64, val_fraction=args.val_fraction,
+                           heldout_pairs=args.heldout_pairs, seed=args.seed, per_shard=args.per_shard, progress=True)
+    if args.vocab_size:  # the text tokenizer on the training captions, as the built-in recipes do
+        tokenizer_for(f"{args.out}/train-*.tar", args.vocab_size, f"{args.out}/tokenizer.json")
+    for split, c in counts["splits"].items():
+        print(f"{split:>8}: {c['images']} images, {c['concepts']} concepts, per vendor {c['per_vendor']}")
+    print(f"prepared emoji shards in {args.out} (held-out pairs: {args.out}/heldout.tsv)")
 
 
 def _tokenizer(args: argparse.Namespace) -> None:
@@ -60,7 +80,7 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("prepare", help="write a built-in dataset as DIR/train-NNNNNN.tar and DIR/val-NNNNNN.tar")
-    p.add_argument("dataset", choices=["shapes", "icons"])
+    p.add_argument("dataset", choices=["shapes", "icons", "emoji"])
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--train", type=int, default=20000, help="shapes: training samples")
     p.add_argument("--val", type=int, default=512, help="shapes: validation samples")
@@ -69,6 +89,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["svg", "png"], default="svg", help="icons: SVG text or rasterized PNG")
     p.add_argument("--per-shard", type=int, default=None, help="samples per shard (default: ≤1000, ≥16 shards)")
     p.add_argument("--force", action="store_true", help="rewrite even if DIR holds a prepared recipe")
+    p.add_argument("--from", dest="packs", nargs="+", default=None, metavar="PACK",
+                   help="emoji: npm pack tarballs or unpacked folders (emoji-datasource-google/-twitter, "
+                        "@lobehub/fluent-emoji-3d)")
+    p.add_argument("--val-fraction", type=float, default=0.05, help="emoji: share of concepts held out entirely")
+    p.add_argument("--heldout-pairs", type=int, default=150, help="emoji: held-out (concept, vendor) pairs")
+    p.add_argument("--vocab-size", type=int, default=512, help="emoji: text tokenizer size (0: none)")
     p.set_defaults(func=_prepare)
 
     p = sub.add_parser("tokenizer", help="train a Unigram text tokenizer on shard captions")

