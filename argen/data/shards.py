@@ -34,9 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 from webdataset.gopen import gopen, gopen_schemes
 from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from argen.images import open_image, prepare_image, to_tensor
 
 log = logging.getLogger("argen.data")
 
@@ -188,48 +189,12 @@ class SkipCounter:
 
 
 # -- decoding -------------------------------------------------------------------------------------
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB; transparency is composited on white, 16/32-bit gray scaled to 8 bits."""
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif img.mode in ("L", "RGB") and "transparency" in img.info:
-        img = img.convert("RGBA")
-    elif img.mode.startswith("I") or img.mode == "F":
-        a = np.asarray(img).astype(np.float64)
-        hi = 1.0 if img.mode == "F" and a.max(initial=0) <= 1.0 else 255.0
-        if img.mode.startswith("I;16") or a.max(initial=0) > 255:
-            hi = 65535.0
-        img = Image.fromarray(np.clip(a * (255.0 / hi), 0, 255).round().astype(np.uint8), "L")
-    if img.mode in ("LA", "La", "PA", "RGBa"):
-        img = img.convert("RGBA")
-    if img.mode == "RGBA":
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, img).convert("RGB")
-    return img.convert("RGB")
-
-
-def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` and crop the centre square, in one resampling pass."""
-    w, h = img.size
-    if (w, h) == (size, size):
-        return img
-    s = min(w, h)
-    box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
-    return img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
-
-
 def decode_image(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[int, int], str]:
-    """Image bytes -> (H, W, 3) uint8 array at ``size`` (or as stored), original (w, h) and mode."""
-    img = Image.open(io.BytesIO(data))
-    orig, mode = img.size, img.mode
-    if size is not None and img.format == "JPEG":
-        img.draft(None, (size, size))  # let libjpeg decode at a reduced scale ≥ size
-    img = to_rgb(img)
-    if size is not None:
-        img = resize_center_crop(img, size)
-    return np.asarray(img), orig, mode
+    """Image bytes -> (H, W, 3) uint8 array at ``size`` (or as stored), original (w, h) and mode,
+    through :func:`argen.images.prepare_image`, the path the API's ``encode`` takes too."""
+    img = open_image(data)
+    orig, mode = img.size, img.mode  # before prepare_image drafts a JPEG to a smaller size
+    return np.asarray(prepare_image(img, size)), orig, mode
 
 
 class SampleDecoder:
@@ -293,8 +258,7 @@ class Collate:
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = {"key": [s["key"] for s in samples], "caption": [s["caption"] for s in samples]}
         if all("image" in s for s in samples):
-            images = torch.from_numpy(np.stack([s["image"] for s in samples]))
-            batch["image"] = images.permute(0, 3, 1, 2).float().div_(255.0)
+            batch["image"] = to_tensor([s["image"] for s in samples])
         if all("svg" in s for s in samples):
             batch["svg"] = [s["svg"] for s in samples]
         if all("tokens" in s for s in samples):

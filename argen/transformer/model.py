@@ -326,13 +326,16 @@ class EncoderDecoder(nn.Module):
         self.unpack()
 
     def decode_step(self, inputs: torch.Tensor, features: torch.Tensor | None, input_pos: torch.Tensor,
-                    kv_len: int | None = None, cfg_scale: float | None = None) -> torch.Tensor:
-        """Logits (B, V) of the token after ``inputs`` (B, T) placed at positions ``input_pos`` (T,).
+                    kv_len: int | None = None, cfg_scale: float | None = None,
+                    all_positions: bool = False) -> torch.Tensor:
+        """Logits (B, V) of the token after ``inputs`` (B, T) placed at positions ``input_pos`` (T,);
+        with ``all_positions``, the logits after each of the T inputs, (B, T, V).
 
-        T > 1 prefills several positions in one pass. With ``kv_len`` (eager), the positions are
-        the last T of the filled prefix, ``kv_len - T .. kv_len - 1``, and attention reads only
-        the first ``kv_len`` cache slots; without it (static shapes for ``torch.compile``), any
-        positions may be given and attention reads the whole cache under a position mask.
+        T > 1 prefills (or, with ``all_positions``, checks) several positions in one pass. With
+        ``kv_len`` (eager), the positions are the last T of the filled prefix, ``kv_len - T .. kv_len - 1``,
+        and attention reads only the first ``kv_len`` cache slots; without it (static shapes for
+        ``torch.compile``), any positions may be given and attention reads the whole cache under a
+        position mask.
 
         After ``setup_cache(..., guided=True)``, ``cfg_scale`` is required and ``inputs`` are the
         B token rows shared by the 2B [cond; uncond] memory rows: the first layer's self-attention
@@ -353,11 +356,12 @@ class EncoderDecoder(nn.Module):
         for i, block in enumerate(self.decoder):
             copies = 2 if self._guided and i == 0 else 1
             x = block(x, None, self._memory_bias, mask, input_pos, kv_len, copies)
-        hidden = self.dec_norm(x[:, -1])
+        hidden = self.dec_norm(x if all_positions else x[:, -1])
         return self.logits(hidden) if cfg_scale is None else self.guided_logits(hidden, cfg_scale)
 
     def guided_logits(self, hidden: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-        """Classifier-free guidance ``u + s * (c - u)`` for normed states (2B, D) of [cond; uncond] rows.
+        """Classifier-free guidance ``u + s * (c - u)`` for normed states (2B, D) or (2B, T, D) of
+        [cond; uncond] rows.
 
         The head is affine and the weights (1 - s, s) sum to one, so mixing the states before the
         head equals mixing the logits after it, at half the cost of the largest matmul.
