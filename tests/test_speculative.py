@@ -1,5 +1,7 @@
 """argen.transformer.speculative: greedy gives the sequential tokens; sampling gives the sequential distribution."""
 
+import random
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -166,20 +168,20 @@ class ChainTarget(TargetTokenizer):
         return Grammar(allowed, transition, start=6)
 
 
-def chain_data(n, g):
-    """Class c in {1, 2}: start at 0 or 3, step +1 (c=1) or +2 (c=2) mod 6 mostly, stop with p=0.35."""
-    cls = torch.randint(1, 3, (n,), generator=g)
-    rows = []
-    for c in cls.tolist():
+def chain_data(n, rng):
+    """Class c in {1, 2}: start at 0 or 3, step +c (mod 6) with p=0.7 else +1..5, stop with p=0.35 after 3."""
+    cls, rows = [], []
+    for _ in range(n):
+        c = rng.randint(1, 2)
         x, seq = (0 if c == 1 else 3), []
         while True:
             seq.append(x)
-            if len(seq) >= 3 and (len(seq) == 6 or torch.rand((), generator=g) < 0.35):
+            if len(seq) >= 3 and (len(seq) == 6 or rng.random() < 0.35):
                 break
-            step = c if torch.rand((), generator=g) < 0.7 else int(torch.randint(1, 6, (), generator=g))
-            x = (x + step) % 6
+            x = (x + (c if rng.random() < 0.7 else rng.randint(1, 5))) % 6
+        cls.append(0 if rng.random() < 0.15 else c)  # 0: the empty caption, for guidance
         rows.append(seq + [EOS] + [PAD] * (6 - len(seq)))
-    return cls, torch.tensor(rows)
+    return torch.tensor(cls), torch.tensor(rows)
 
 
 @pytest.fixture(scope="module")
@@ -189,10 +191,9 @@ def trained():
                                d_model=32, n_heads=2, enc_layers=1, dec_layers=2, d_ff=64)
     model = EncoderDecoder(config)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    g = torch.Generator().manual_seed(0)
+    rng = random.Random(0)
     for _ in range(300):
-        cls, y = chain_data(64, g)
-        cls = torch.where(torch.rand(64, generator=g) < 0.15, 0, cls)  # 0: the empty caption, for guidance
+        cls, y = chain_data(64, rng)
         logits = model(cls[:, None], torch.ones(64, 1, dtype=torch.bool), model.shift_right(y))
         loss = F.cross_entropy(logits.reshape(-1, TV), y.reshape(-1), ignore_index=PAD)
         opt.zero_grad()

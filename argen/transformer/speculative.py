@@ -28,10 +28,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from argen.targets import TargetTokenizer
 from argen.transformer.model import EncoderDecoder
-from argen.transformer.sampling import _check, _guided_rows
+from argen.transformer.sampling import check_sampling, inference, start
 
 DEFAULT_WINDOW = 8  # drafts per row and pass; chosen in BENCHMARKS.md ("Speculative decoding")
 CANDIDATES = 64  # a draft is drawn among the q's most likely tokens (any proposal is exact; see draw_drafts)
@@ -172,69 +173,45 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
     """
     if not isinstance(window, int) or not 1 <= window <= 256:
         raise ValueError(f"speculative window must be an int in [1, 256], got {window!r}")
-    max_len = int(max_len if max_len is not None else target.max_len)
-    _check(model, text_ids, text_mask, target, cfg_scale, temperature, top_k, top_p, max_len, uncond_ids)
-    device = next(model.parameters()).device
-    B, L, W = text_ids.shape[0], max_len, window
+    check_sampling(cfg_scale, temperature, top_k, top_p)
+    state = start(model, text_ids, text_mask, target, uncond_ids=uncond_ids, uncond_mask=uncond_mask,
+                  cfg_scale=cfg_scale, temperature=0.0, top_k=top_k, top_p=top_p, seeds=None, prefix=prefix,
+                  max_len=max_len)  # temperature 0 here: no sequential draws to make; ours come below
+    device = state.tokens.device
+    (B, L), W, P = state.tokens.shape, window, state.n
     T = W + 1  # window positions: the last committed token's, then one per draft
     V = model.config.target_vocab_size
-    text_ids, text_mask = text_ids.to(device), text_mask.to(device).bool()
-    guided = cfg_scale != 1.0
-    if guided:
-        text_ids, text_mask = _guided_rows(text_ids, text_mask, uncond_ids.to(device),
-                                           None if uncond_mask is None else uncond_mask.to(device))
-    scale = cfg_scale if guided else None
-    P = 0 if prefix is None else prefix.shape[1]
-    if prefix is not None and (prefix.dim() != 2 or prefix.shape[0] != B or P > L):
-        raise ValueError(f"prefix must be (B={B}, P<={L}), got {tuple(prefix.shape)}")
-
+    scale, grammar, eos, fill = state.cfg_scale, state.grammar, target.eos_id, state.fill
     keys, r_all, u_all = _row_randomness(seeds, B, L + T, device)
-    grammar = target.grammar()
-    grammar = grammar.to(device) if grammar is not None else None
-    eos = target.eos_id
-    fill = target.pad_id if target.pad_id is not None else (eos if eos is not None else 0)
-    has_features = len(model.config.target_feature_sizes) > 0
     rows = torch.arange(B, device=device)
     steps = torch.arange(T, device=device)
     spare = L + T  # a column of ``out`` and of the bigram table that takes the writes of masked entries
 
-    out = torch.full((B, spare + 1), fill, dtype=torch.long, device=device)
-    state = grammar.initial(B, device) if grammar is not None else None
-    end = torch.full((B,), L, dtype=torch.long, device=device)  # a row's length: after EOS, or L
-    done = torch.zeros(B, dtype=torch.bool, device=device)
+    out = F.pad(state.tokens, (0, T + 1), value=fill)  # the prefix is written
+    gstate = state.grammar_state
+    done = state.finished | (P >= L)
+    end = torch.where(state.finished, P, L)  # a row's length: through its EOS, or L
     bigram = torch.full((B, V + 2), -1, dtype=torch.long, device=device)  # next token seen after an id
-    if P:
-        prefix = prefix.to(device=device, dtype=torch.long)
-        out[:, :P] = prefix
-        for t in range(P):
-            if grammar is not None:
-                nxt = grammar.step(state, prefix[:, t])
-                state = torch.where(done, state, nxt)
-            if eos is not None:
-                end = torch.where(~done & (prefix[:, t] == eos), t + 1, end)
-                done = done | (prefix[:, t] == eos)
-        if P > 1:
-            bigram.scatter_(1, prefix[:, :-1], prefix[:, 1:])
+    if P > 1:
+        bigram.scatter_(1, state.tokens[:, : P - 1], state.tokens[:, 1:P])
     n = torch.full((B,), P, dtype=torch.long, device=device)
-    done = done | (n >= L)
-    last = prefix[:, -1] if P else torch.full((B,), model.bos_id, dtype=torch.long, device=device)
+    last = state.inputs[:, P] if P < L else state.tokens[:, -1]  # the decoder input at position n
     # First drafts: nothing computed yet, so point masses on the last token (a target id).
     drafts = torch.where(last < V, last, 0)[:, None].repeat(1, W)
     q_draft = torch.ones(B, W, device=device)
-    cand_ids = torch.zeros(B, W, 1, dtype=torch.long, device=device).copy_(drafts[..., None])
+    cand_ids = drafts[..., None].clone()
     cand_q = torch.ones(B, W, 1, device=device)
     passes, row_passes = 0, torch.zeros(B, dtype=torch.long, device=device)
     onehot_fill = torch.zeros(V, device=device)
     onehot_fill[fill] = 1.0
+    has_features = state.has_features
 
-    was_training = model.training
-    model.eval()
-    try:
-        model.setup_cache(model.encode(text_ids, text_mask), text_mask, L, pack=not compile, guided=guided,
-                          slack=T)
+    with inference(model):
+        model.setup_cache(model.encode(state.text_ids, state.text_mask), state.text_mask, L, pack=not compile,
+                          guided=scale is not None, slack=T)
         step = _compiled_window(model) if compile else None
-        if P:  # prefill BOS + prefix[:-1] at positions 0 .. P-1; the first window starts at P
-            x = torch.cat([torch.full((B, 1), model.bos_id, dtype=torch.long, device=device), prefix[:, :-1]], 1)
+        if 0 < P < L:  # prefill BOS + prefix[:-1] at positions 0 .. P-1; the first window starts at P
+            x = state.inputs[:, :P]
             pos = torch.arange(P, device=device).expand(B, P)
             feats = target.token_features(x, pos) if has_features else None
             model.decode_window(x, feats, pos, kv_len=P, cfg_scale=scale)
@@ -255,7 +232,7 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
 
             # p at every window position, along the draft prefix: grammar states and EOS advance on it.
             if grammar is not None:
-                states = [state]
+                states = [gstate]
                 for j in range(W):
                     states.append(grammar.step(states[-1], drafts[:, j]))
                 states = torch.stack(states, 1)  # (B, T)
@@ -284,7 +261,7 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
             out.scatter_(1, torch.where(take, pos, spare), tokens)
             bigram.scatter_(1, torch.where(take, x, V + 1), tokens)
             if grammar is not None:
-                state = torch.where(done, state, grammar.step(states[rows, k], c))
+                gstate = torch.where(done, gstate, grammar.step(states[rows, k], c))
             if eos is not None:
                 hit = take & (tokens == eos)
                 first = torch.where(hit, pos, spare).min(1).values
@@ -317,9 +294,6 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
             drafts, q_draft, cand_ids, cand_q = new, new_q, new_ids, new_cq
             if callback is not None:
                 callback(int(n.clamp(max=L).min()), L)
-    finally:
-        model.train(was_training)
-        model.unpack()
     if stats is not None:
         stats.passes = passes
         stats.tokens = (end.clamp(max=L) - P).clamp_min(0).tolist()
