@@ -14,6 +14,7 @@ from argen.text import TextTokenizer
 from argen.transformer.model import EncoderDecoder, TransformerConfig
 from argen.transformer.sampling import check_sampling, rerank_scores
 from argen.transformer.sampling import generate as sample_tokens
+from argen.transformer.speculative import generate_speculative, speculative_window
 
 Scorer = Callable[[str, list], Sequence[float]]
 
@@ -57,7 +58,7 @@ class Generator:
                  temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
                  seed: int | None = None, rerank: bool | Scorer = False, use_cache: bool = True,
                  batch_size: int = 64, prefix: torch.Tensor | None = None,
-                 progress: bool = False, compile: bool = False) -> list[list]:
+                 progress: bool = False, compile: bool = False, speculative: bool | int = False) -> list[list]:
         """Sample ``num_samples`` outputs for each prompt.
 
         ``seed`` fixes the samples: sample ``j`` of a prompt depends only on (seed, j) and the prompt,
@@ -66,7 +67,12 @@ class Generator:
         ``scorer(prompt, outputs) -> scores`` ranks with an external model (e.g. CLIP) instead.
         ``compile=True`` runs single-token steps through ``torch.compile`` with CUDA graphs (GPU; the
         first call compiles, later calls of the same batch shape reuse it).
+        ``speculative``: ``True`` (or a window size) samples by speculative Jacobi decoding, several
+        tokens per decoder pass from the same distribution (greedy: the same tokens); see docs/sampling.md.
         """
+        window = speculative_window(speculative)
+        if window and not use_cache:
+            raise ValueError("speculative decoding needs the KV cache (use_cache=True)")
         s = self.sampling
         cfg_scale = s["cfg_scale"] if cfg_scale is None else cfg_scale
         temperature = s["temperature"] if temperature is None else temperature
@@ -89,10 +95,12 @@ class Generator:
             text_ids, text_mask = self._text([p for p, _ in chunk])
             seeds = [zlib.crc32(f"{seed}:{j}".encode()) for _, j in chunk]
             row_prefix = None if prefix is None else prefix.to(self.device).expand(len(chunk), -1)
-            tokens.append(sample_tokens(
-                self.net, text_ids, text_mask, self.target, uncond_ids=null_ids, uncond_mask=null_mask,
-                cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, seeds=seeds,
-                prefix=row_prefix, use_cache=use_cache, compile=compile))
+            kw = dict(uncond_ids=null_ids, uncond_mask=null_mask, cfg_scale=cfg_scale, temperature=temperature,
+                      top_k=top_k, top_p=top_p, seeds=seeds, prefix=row_prefix, compile=compile)
+            if window:
+                tokens.append(generate_speculative(self.net, text_ids, text_mask, self.target, window=window, **kw))
+            else:
+                tokens.append(sample_tokens(self.net, text_ids, text_mask, self.target, use_cache=use_cache, **kw))
         width = max(t.shape[1] for t in tokens)
         pad = self.target.pad_id if self.target.pad_id is not None else 0
         tokens = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad) for t in tokens])

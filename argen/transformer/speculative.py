@@ -54,6 +54,17 @@ class SpeculativeStats:
         return sum(rates) / len(rates) if rates else 0.0
 
 
+def speculative_window(speculative: bool | int | None) -> int:
+    """The window a ``speculative=`` argument asks for: 0 (off) for False/None/0, the default for True."""
+    if speculative is None or speculative is False:
+        return 0
+    if speculative is True:
+        return DEFAULT_WINDOW
+    if isinstance(speculative, int) and 0 <= speculative <= 256:
+        return speculative
+    raise ValueError(f"speculative must be True, False or a window size in [1, 256], got {speculative!r}")
+
+
 def token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None) -> torch.Tensor:
     """Float logits (..., V) -> the probabilities :func:`~argen.transformer.sampling.sample_logits` draws
