@@ -248,3 +248,19 @@ def test_a_broken_acceptance_rule_is_caught(trained, monkeypatch, rule):
     sequential = _samples(trained, generate, n, 0)
     fast = _samples(trained, lambda *a, **k: generate_speculative(*a, window=4, **k), n, 10**6)
     assert _chi_square_p(sequential, fast) < 1e-6
+
+
+@pytest.mark.slow
+def test_compiled_window_matches_eager():
+    """compile=True: the static-shape verify pass through torch.compile gives the eager tokens."""
+    from torch._dynamo.utils import counters
+
+    target = GridTarget()
+    model = random_model(target.feature_sizes)
+    ids, mask = prompts()
+    kw = dict(uncond_ids=UNCOND, cfg_scale=2.0, seeds=[0, 1, 2], top_p=0.9, window=4)
+    eager = generate_speculative(model, ids, mask, target, **kw)
+    counters.clear()
+    compiled = generate_speculative(model, ids, mask, target, compile=True, **kw)
+    assert counters["stats"]["unique_graphs"] >= 1
+    assert torch.equal(eager, compiled)
