@@ -123,15 +123,19 @@ def gumbel_noise(keys: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor)
     return -torch.log(-torch.log(u))
 
 
-def draw_drafts(probs: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor,
-                candidates: int = CANDIDATES) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Coupled drafts from ``probs`` (B, W, V) at ``positions`` (B, W).
+def draw_drafts(probs: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor, candidates: int = CANDIDATES,
+                source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coupled drafts at ``positions`` (B, W) from ``probs`` (B, W', V), read at window index ``source``
+    (B, W) (default: ``probs`` holds exactly the W positions).
 
     The proposal ``q`` is ``probs`` cut to its ``candidates`` most likely tokens and renormalised: any
     proposal keeps the result exact, and this one costs K rather than V noise draws per position.
     Returns the drafts (B, W), their q (B, W), and q itself as candidate ids and weights (B, W, K).
     """
     top, ids = probs.topk(min(candidates, probs.shape[-1]), dim=-1)
+    if source is not None:
+        index = source[..., None].expand(-1, -1, top.shape[-1])
+        top, ids = top.gather(1, index), ids.gather(1, index)
     total = top.sum(-1, keepdim=True)
     point = torch.zeros_like(top[0, 0])
     point[0] = 1.0
@@ -286,8 +290,8 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
             # else a point mass from the bigram table, chained from the previous draft.
             src = k[:, None] + 1 + steps[:W]  # (B, W)
             fresh = src < T
-            new, new_q, new_ids, new_cq = draw_drafts(p.gather(1, src.clamp(max=W)[..., None].expand(-1, -1, V)),
-                                                      keys, n[:, None] + steps[:W])
+            new, new_q, new_ids, new_cq = draw_drafts(p[:, 1:], keys, n[:, None] + steps[:W],
+                                                      source=src.clamp(max=W) - 1)
             first_stale = W - int(k.max())  # rows with a shorter run are fresh further on
             if first_stale < W:
                 prev = new[:, first_stale - 1] if first_stale else c
