@@ -9,11 +9,12 @@ from pathlib import Path
 import torch
 
 from argen.export import load_bundle
+from argen.sampling_config import UNSET, SamplingConfig
 from argen.targets import TargetTokenizer, load_target
 from argen.text import TextTokenizer
 from argen.transformer.model import EncoderDecoder, TransformerConfig
-from argen.transformer.sampling import check_sampling, rerank_scores
 from argen.transformer.sampling import generate as sample_tokens
+from argen.transformer.sampling import rerank_scores
 from argen.transformer.speculative import generate_speculative, speculative_window
 
 Scorer = Callable[[str, list], Sequence[float]]
@@ -23,15 +24,16 @@ class Generator:
     """A trained encoder-decoder with its text tokenizer and target tokenizer.
 
     ``generate`` returns, per prompt, a list of outputs: PIL images for an image model, SVG strings
-    for an SVG model. Defaults for guidance and sampling come from the bundle (set at training time).
+    for an SVG model. Defaults for guidance and sampling come from the bundle (set at training time):
+    ``sampling``, a :class:`~argen.sampling_config.SamplingConfig`.
     """
 
     def __init__(self, net: EncoderDecoder, text_tokenizer: TextTokenizer, target: TargetTokenizer,
-                 sampling: dict | None = None):
+                 sampling: SamplingConfig | dict | None = None):
         self.net = net.eval()
         self.text_tokenizer = text_tokenizer
         self.target = target
-        self.sampling = {"cfg_scale": 3.0, "temperature": 1.0, "top_k": None, "top_p": None, **(sampling or {})}
+        self.sampling = SamplingConfig.from_dict(sampling)
 
     @property
     def device(self) -> torch.device:
@@ -54,13 +56,16 @@ class Generator:
 
     # -- public API -------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], num_samples: int = 1, cfg_scale: float | None = None,
-                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+    def generate(self, prompts: Sequence[str], num_samples: int = 1, cfg_scale: float = UNSET,
+                 temperature: float = UNSET, top_k: int | None = UNSET, top_p: float | None = UNSET,
                  seed: int | None = None, rerank: bool | Scorer = False, use_cache: bool = True,
                  batch_size: int = 64, prefix: torch.Tensor | None = None,
                  progress: bool = False, compile: bool = False, speculative: bool | int = False) -> list[list]:
         """Sample ``num_samples`` outputs for each prompt.
 
+        ``cfg_scale``, ``temperature``, ``top_k``, ``top_p``: left out, the bundle's settings
+        (``self.sampling``); given, they override it, and ``top_k=None`` / ``top_p=None`` turn that
+        filter off even where the bundle sets one.
         ``seed`` fixes the samples: sample ``j`` of a prompt depends only on (seed, j) and the prompt,
         not on which other prompts share the batch. ``rerank=True`` orders each prompt's samples by
         the model's own conditional minus unconditional log-likelihood (best first); a callable
@@ -73,12 +78,8 @@ class Generator:
         window = speculative_window(speculative)
         if window and not use_cache:
             raise ValueError("speculative decoding needs the KV cache (use_cache=True)")
-        s = self.sampling
-        cfg_scale = s["cfg_scale"] if cfg_scale is None else cfg_scale
-        temperature = s["temperature"] if temperature is None else temperature
-        top_k = s["top_k"] if top_k is None else top_k
-        top_p = s["top_p"] if top_p is None else top_p
-        self._check(prompts, num_samples, cfg_scale, temperature, top_k, top_p, batch_size)
+        s = self.sampling.override(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
+        self._check(prompts, num_samples, batch_size)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
 
@@ -95,8 +96,8 @@ class Generator:
             text_ids, text_mask = self._text([p for p, _ in chunk])
             seeds = [zlib.crc32(f"{seed}:{j}".encode()) for _, j in chunk]
             row_prefix = None if prefix is None else prefix.to(self.device).expand(len(chunk), -1)
-            kw = dict(uncond_ids=null_ids, uncond_mask=null_mask, cfg_scale=cfg_scale, temperature=temperature,
-                      top_k=top_k, top_p=top_p, seeds=seeds, prefix=row_prefix, compile=compile)
+            kw = dict(uncond_ids=null_ids, uncond_mask=null_mask, cfg_scale=s.cfg_scale, temperature=s.temperature,
+                      top_k=s.top_k, top_p=s.top_p, seeds=seeds, prefix=row_prefix, compile=compile)
             if window:
                 tokens.append(generate_speculative(self.net, text_ids, text_mask, self.target, window=window, **kw))
             else:
@@ -134,7 +135,7 @@ class Generator:
         return [outputs[i] for i in order]
 
     @staticmethod
-    def _check(prompts, num_samples, cfg_scale, temperature, top_k, top_p, batch_size) -> None:
+    def _check(prompts, num_samples, batch_size) -> None:
         if isinstance(prompts, str):
             raise ValueError("prompts must be a list of strings, not a single string")
         if not prompts:
@@ -144,7 +145,6 @@ class Generator:
                 raise ValueError(f"prompt {i} is a {type(p).__name__}, not a string")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        check_sampling(cfg_scale, temperature, top_k, top_p)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 

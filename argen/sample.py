@@ -17,7 +17,7 @@ import re
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
+from argen.sampling_config import add_sampling_args
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,10 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompts-file", help="a text file with one prompt per line")
     p.add_argument("--num-samples", type=int, default=4)
     p.add_argument("--out", default="samples.png", help="grid PNG (image models) or folder (SVG models)")
-    p.add_argument("--cfg-scale", type=float, default=None, help="default: the bundle's")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    add_sampling_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rerank", action="store_true", help="order samples by cond - uncond likelihood")
     p.add_argument("--no-cache", action="store_true", help="recompute every step (slow; for checking)")
@@ -43,7 +40,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--speculative", nargs="?", const=True, default=False, type=int, metavar="WINDOW",
                    help="speculative Jacobi decoding: fewer decoder passes, same distribution (optional: "
                         "drafts per pass; see docs/sampling.md)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="rows sampled together, across prompts (prompts x samples are split into batches)")
     p.add_argument("--cell", type=int, default=128, help="grid cell size in pixels")
     return p.parse_args(argv)
 
@@ -63,13 +61,11 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # a missing or wrong bundle, or sampling settings out of range: one line, no traceback
         generator = Generator.from_pretrained(args.export, device=args.device, dtype=getattr(torch, args.dtype))
-        outputs = []
-        for prompt in tqdm(prompts, desc="sampling", unit="prompt"):
-            outputs += generator.generate(
-                [prompt], num_samples=args.num_samples, cfg_scale=args.cfg_scale, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p, seed=args.seed, rerank=args.rerank,
-                use_cache=not args.no_cache, batch_size=args.batch_size, compile=args.compile,
-                speculative=args.speculative)
+        outputs = generator.generate(
+            prompts, num_samples=args.num_samples, cfg_scale=args.cfg_scale, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, seed=args.seed, rerank=args.rerank, use_cache=not args.no_cache,
+            batch_size=args.batch_size, compile=args.compile, progress=True,
+            speculative=args.speculative)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     flat = [o for per_prompt in outputs for o in per_prompt]

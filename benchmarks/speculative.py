@@ -57,8 +57,8 @@ def run_once(gen: Generator, prompts: list[str], seed: int, window: int) -> dict
     ids, mask = gen._text(prompts)
     null_ids, null_mask = gen._text([""])
     s = gen.sampling
-    kw = dict(uncond_ids=null_ids, uncond_mask=null_mask, cfg_scale=s["cfg_scale"], temperature=s["temperature"],
-              top_k=s["top_k"], top_p=s["top_p"], seeds=[zlib.crc32(f"{seed}:{i}".encode()) for i in range(len(ids))])
+    kw = dict(uncond_ids=null_ids, uncond_mask=null_mask, cfg_scale=s.cfg_scale, temperature=s.temperature,
+              top_k=s.top_k, top_p=s.top_p, seeds=[zlib.crc32(f"{seed}:{i}".encode()) for i in range(len(ids))])
     start = time.perf_counter()
     if window:
         stats = SpeculativeStats()
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     result, ratios = {}, {}
     for kind in ("image", "svg"):
         gen = Generator.from_pretrained(getattr(args, kind), device=args.device)
-        print(f"\n## {kind}: {getattr(args, kind)}  sampling {gen.sampling}")
+        print(f"\n## {kind}: {getattr(args, kind)}  sampling {gen.sampling.to_dict()}")
         print(f"{'batch':>5} {'decoder':>14} {'passes':>7} {'accepted':>9} {'tokens':>7} {'wall s':>8} "
               f"{'passes x':>9} {'wall x':>7}")
         result[kind], ratios[kind] = {}, {}

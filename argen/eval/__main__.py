@@ -18,6 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from argen.sampling_config import add_sampling_args
+
 
 def _common(p: argparse.ArgumentParser, fid: bool = True) -> None:
     p.add_argument("--out", required=True, help="output folder for metrics.json, report.md and PNG grids")
@@ -80,10 +82,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("export", help="any generator export")
     p.add_argument("--prompts", required=True, help="TSV with a header: prompt, category, challenge[, …]")
     p.add_argument("--num-samples", type=int, default=4)
-    p.add_argument("--cfg-scale", type=float, default=None, help="default: the export's")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    add_sampling_args(p)
     p.add_argument("--rerank", action="store_true", help="order each prompt's samples by the model's reranking")
     _common(p, fid=False)
     return parser.parse_args(argv)

@@ -135,7 +135,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     gen = Generator.from_pretrained(export, device=device)
     report = Report(out, f"argen eval svg: {export}", {
         "subcommand": "svg", "export": str(export), "prompts": str(prompts) if prompts else "held-out icons",
-        "num_prompts": len(rows), "num_samples": num_samples, "seed": seed, "sampling": gen.sampling,
+        "num_prompts": len(rows), "num_samples": num_samples, "seed": seed, "sampling": gen.sampling.to_dict(),
         "tokenizer": repr(gen.target), "raster_size": raster_size, "train_limit": train_limit,
         "fid_features": fid.name, "speculative": speculative}, wandb)
 
@@ -204,7 +204,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     report.summary("IoU to reference (best of samples)", m["iou_to_reference_best"],
                    f"{len(best)} prompts with a reference icon")
     report.section("Sample quality", f"""
-{len(rows)} prompts × {num_samples} samples (seed {seed}; sampling: {sampling_text(gen.sampling)}).
+{len(rows)} prompts × {num_samples} samples (seed {seed}; sampling: {sampling_text(gen.sampling.to_dict())}).
 **Validity**: the strict parser accepts the SVG and resvg renders it. **Uniqueness**
 (IconShop): share of valid samples identical to no other sample. **Novelty**: share of valid samples
 identical to no training icon. *Identical* = raster IoU of 64 px masks ≥ 0.98. **IoU to reference**:

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from argen.sampling_config import check_sampling
 from argen.targets import Grammar, TargetTokenizer
 from argen.transformer.model import EncoderDecoder
 
@@ -99,18 +100,6 @@ def _compiled_step(model: EncoderDecoder):
         fn = torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
         model.__dict__["_argen_compiled_step"] = fn
     return fn
-
-
-def check_sampling(cfg_scale: float, temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """``ValueError`` naming the first sampling setting out of range."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if cfg_scale < 0:
-        raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
 
 
 def _check(model, text_ids, text_mask, target, cfg_scale, temperature, top_k, top_p, max_len, uncond_ids):

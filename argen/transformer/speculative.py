@@ -30,9 +30,10 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from argen.sampling_config import check_sampling
 from argen.targets import TargetTokenizer
 from argen.transformer.model import EncoderDecoder
-from argen.transformer.sampling import check_sampling, inference, start
+from argen.transformer.sampling import inference, start
 
 DEFAULT_WINDOW = 8  # drafts per row and pass; chosen in BENCHMARKS.md ("Speculative decoding")
 CANDIDATES = 64  # a draft is drawn among the q's most likely tokens (any proposal is exact; see draw_drafts)
