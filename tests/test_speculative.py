@@ -264,3 +264,31 @@ def test_compiled_window_matches_eager():
     compiled = generate_speculative(model, ids, mask, target, compile=True, **kw)
     assert counters["stats"]["unique_graphs"] >= 1
     assert torch.equal(eager, compiled)
+
+
+def test_generator_and_cli_take_speculative():
+    """Generator.generate(speculative=...) on a real SVG tokenizer: greedy icons are the sequential ones,
+    sampled icons stay valid; the CLI flag parses to the same argument."""
+    from argen.generator import Generator
+    from argen.sample import parse_args
+    from argen.svg import SVGTokenizer
+    from argen.text import TextTokenizer
+
+    target = SVGTokenizer(grid=8, max_len=30)
+    torch.manual_seed(0)
+    net = EncoderDecoder(TransformerConfig(text_vocab_size=64, target_vocab_size=target.vocab_size, max_text_len=8,
+                                           max_target_len=30, target_feature_sizes=target.feature_sizes, d_model=32,
+                                           n_heads=2, enc_layers=1, dec_layers=2, d_ff=64))
+    text = TextTokenizer.train(["a red star", "a blue home", "a green heart"] * 10, 40)
+    gen = Generator(net, text, target, sampling={"cfg_scale": 2.0, "temperature": 0.0})
+    prompts = ["a red star", "a blue home"]
+    assert gen.generate(prompts, 2, seed=1, speculative=3) == gen.generate(prompts, 2, seed=1)
+    icons = gen.generate(prompts, 3, seed=1, temperature=1.0, speculative=True)
+    assert all(svg.startswith("<svg") for per in icons for svg in per)
+    with pytest.raises(ValueError, match="KV cache"):
+        gen.generate(prompts, speculative=True, use_cache=False)
+    with pytest.raises(ValueError, match="window"):
+        gen.generate(prompts, speculative=-2)
+    assert parse_args(["x", "--speculative"]).speculative is True
+    assert parse_args(["x", "--speculative", "5"]).speculative == 5
+    assert parse_args(["x"]).speculative is False
