@@ -87,6 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", default=DEMOS["image"], help="image generator export")
     p.add_argument("--svg", default=DEMOS["svg"], help="SVG generator export")
+    p.add_argument("--kinds", nargs="+", choices=("image", "svg"), default=["image", "svg"],
+                   help="which demos to run (the JSON holds those run)")
     p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="the window the JSON reports")
     p.add_argument("--windows", type=int, nargs="+", default=None,
                    help="more windows to measure at batch 1 (the sweep that chose the default)")
@@ -102,7 +104,7 @@ def main(argv: list[str] | None = None) -> dict:
     print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu}, {args.threads} thread(s), "
           f"torch {torch.__version__}, load average {os.getloadavg()[0]:.2f}")
     result, ratios = {}, {}
-    for kind in ("image", "svg"):
+    for kind in args.kinds:
         gen = Generator.from_pretrained(getattr(args, kind), device=args.device)
         print(f"\n## {kind}: {getattr(args, kind)}  sampling {gen.sampling.to_dict()}")
         print(f"{'batch':>5} {'decoder':>14} {'passes':>7} {'accepted':>9} {'tokens':>7} {'wall s':>8} "
