@@ -140,6 +140,8 @@ def test_coupled_drafts_repeat_when_their_distribution_repeats():
     c = spec.draw_drafts(probs, keys + 1, pos)[0]
     assert torch.equal(a, spec.draw_drafts(probs, keys, pos)[0])
     assert (a == b).float().mean() >= 0.8 and not torch.equal(a, c)
+    table = spec.gumbel_noise(keys, torch.arange(12).expand(2, -1), torch.arange(50).expand(2, 12, -1))
+    assert torch.equal(spec.draw_drafts(probs, keys, pos, table=table)[0], a)  # the same noise, looked up
     g = spec.gumbel_noise(torch.tensor([1, 2]), torch.arange(64).view(2, 32), torch.arange(2000).expand(2, 32, -1))
     assert abs(g.mean().item() - 0.5772) < 0.01 and abs(g.std().item() - 1.2825) < 0.01  # standard Gumbel
 

@@ -37,6 +37,7 @@ from argen.transformer.sampling import inference, start
 
 DEFAULT_WINDOW = 8  # drafts per row and pass; chosen in BENCHMARKS.md ("Speculative decoding")
 CANDIDATES = 64  # a draft is drawn among the q's most likely tokens (any proposal is exact; see draw_drafts)
+NOISE_TABLE = 1 << 22  # noise values per generation up to which all are drawn up front (16 MiB of float32)
 _M32 = 0xFFFFFFFF
 
 
@@ -125,12 +126,15 @@ def gumbel_noise(keys: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor)
 
 
 def draw_drafts(probs: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor, candidates: int = CANDIDATES,
-                source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                source: torch.Tensor | None = None,
+                table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Coupled drafts at ``positions`` (B, W) from ``probs`` (B, W', V), read at window index ``source``
     (B, W) (default: ``probs`` holds exactly the W positions).
 
     The proposal ``q`` is ``probs`` cut to its ``candidates`` most likely tokens and renormalised: any
     proposal keeps the result exact, and this one costs K rather than V noise draws per position.
+    ``table``: :func:`gumbel_noise` of every (row, position, token) drawn up front, (B, positions, V),
+    read instead of hashing (the same values, in a few ops rather than ~45 per pass).
     Returns the drafts (B, W), their q (B, W), and q itself as candidate ids and weights (B, W, K).
     """
     top, ids = probs.topk(min(candidates, probs.shape[-1]), dim=-1)
@@ -141,7 +145,11 @@ def draw_drafts(probs: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor
     point = torch.zeros_like(top[0, 0])
     point[0] = 1.0
     q = torch.where(total > 0, top / total.clamp_min(1e-30), point)  # no mass (unreachable state): a point
-    score = q.log() + gumbel_noise(keys, positions, ids)
+    if table is None:
+        noise = gumbel_noise(keys, positions, ids)
+    else:
+        noise = table[torch.arange(ids.shape[0], device=ids.device)[:, None, None], positions[..., None], ids]
+    score = q.log() + noise
     choice = score.argmax(-1, keepdim=True)
     return ids.gather(-1, choice).squeeze(-1), q.gather(-1, choice).squeeze(-1), ids, q
 
@@ -201,6 +209,10 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
     keys, r_all, u_all = _row_randomness(seeds, B, L + T, device)
     rows = torch.arange(B, device=device)
     steps = torch.arange(T, device=device)
+    table = None
+    if B * (L + T) * V <= NOISE_TABLE:
+        table = gumbel_noise(keys, torch.arange(L + T, device=device).expand(B, -1),
+                             torch.arange(V, device=device).expand(B, L + T, -1))
     spare = L + T  # a column of ``out`` and of the bigram table that takes the writes of masked entries
 
     out = F.pad(state.tokens, (0, T + 1), value=fill)  # the prefix is written
@@ -292,7 +304,7 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
             src = k[:, None] + 1 + steps[:W]  # (B, W)
             fresh = src < T
             new, new_q, new_ids, new_cq = draw_drafts(p[:, 1:], keys, n[:, None] + steps[:W],
-                                                      source=src.clamp(max=W) - 1)
+                                                      source=src.clamp(max=W) - 1, table=table)
             first_stale = W - int(k.max())  # rows with a shorter run are fresh further on
             if first_stale < W:
                 prev = new[:, first_stale - 1] if first_stale else c
