@@ -8,6 +8,9 @@ from pathlib import Path
 
 import torch
 
+# Both built-in target kinds, imported so that they register (load_target looks a bundle's kind up).
+import argen.svg  # noqa: F401
+import argen.vqgan  # noqa: F401
 from argen.export import load_bundle
 from argen.sampling_config import UNSET, SamplingConfig
 from argen.targets import TargetTokenizer, load_target
@@ -105,7 +108,7 @@ class Generator:
         width = max(t.shape[1] for t in tokens)
         pad = self.target.pad_id if self.target.pad_id is not None else 0
         tokens = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad) for t in tokens])
-        outputs = self.target.decode(tokens)
+        outputs = self.target.batch_decode(tokens)
         per_prompt = [outputs[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
         if rerank:
             per_prompt = [self._rerank(p, outs, tokens[i * num_samples : (i + 1) * num_samples], rerank)

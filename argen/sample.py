@@ -6,18 +6,16 @@ Image models write one captioned grid PNG. SVG models write a folder of ``.svg``
 
 from __future__ import annotations
 
-import os
+from argen.omp import prefer_passive_wait
 
-# Before torch loads OpenMP: spin-waiting threads stall each other whenever another process shares
-# the cores (a 2-core box running anything else ran 5-10x slower without this).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prefer_passive_wait()  # before anything loads torch (see argen/omp.py)
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 from argen.sampling_config import add_sampling_args
+from argen.slug import slug
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = out.with_suffix("") if out.suffix == ".png" else out
         folder.mkdir(parents=True, exist_ok=True)
         for i, (svg, caption) in enumerate(zip(flat, captions)):
-            slug = re.sub(r"[^a-z0-9]+", "-", caption.lower()).strip("-")[:40]
-            (folder / f"{i:04d}_{slug}.svg").write_text(svg)
+            (folder / f"{i:04d}_{slug(caption, 40)}.svg").write_text(svg)
         grid.save(folder / "contact_sheet.png")
         print(f"wrote {len(flat)} SVG files and {folder / 'contact_sheet.png'}")
     else:

@@ -16,11 +16,11 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 from argen.data import ShardDataModule, shapes
+from argen.data.recipes import prepare_recipe
 from argen.data.shards import (
     BadDataError,
     expand_shards,
     make_loader,
-    prepare_recipe,
     shard_stats,
     write_shards,
 )

@@ -364,6 +364,10 @@ def test_cli_bad_input_is_a_clear_error(exports, tmp_path, capsys):
         err = capsys.readouterr().err
         assert "error:" in err and message in err, (argv, err)
     assert not (tmp_path / "o" / "report.md").exists()
+    # --seed would change nothing in a (deterministic) tokenizer evaluation: refused, no longer ignored
+    with pytest.raises(SystemExit):
+        main(["tokenizer", str(exports["tokenizer"]), "--shards", str(tmp_path / "x.tar"), "--out", out, "--seed", "3"])
+    assert "unrecognized arguments: --seed 3" in capsys.readouterr().err
 
 
 @pytest.mark.slow

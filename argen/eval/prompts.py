@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from argen.sampling_config import UNSET
+from argen.slug import slug
 
 
 @dataclass
@@ -95,7 +96,7 @@ def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, n
     category; SVG models get validity per category and their ``.svg`` files under ``OUT/svg``.
     Sampling settings left out are the export's (see :class:`argen.sampling_config.SamplingConfig`).
     """
-    from argen.eval.report import Report, slug
+    from argen.eval.report import Report
     from argen.export import read_config
     from argen.generator import Generator
 
@@ -159,7 +160,7 @@ def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, n
         folder.mkdir(exist_ok=True)
         for i, (r, per) in enumerate(zip(rows, outputs)):
             for j, svg in enumerate(per):
-                (folder / f"{i:04d}-{j}-{slug(r.prompt)[:40]}.svg").write_text(svg)
+                (folder / f"{i:04d}-{j}-{slug(r.prompt, 40)}.svg").write_text(svg)
         report.text(f"SVG files: `{folder.name}/`.")
     report.write()
     return report.metrics

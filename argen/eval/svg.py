@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from argen.eval.prompts import PromptRow, read_prompts
+from argen.slug import slug
 
 DEFAULT_PROMPTS = 32
 
@@ -68,7 +69,7 @@ def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -
     out = []
     for svg in tqdm(icons, desc="tokenizing training icons", unit=" icons", disable=not progress):
         try:
-            out.append(tokenizer.decode_one(tokenizer.encode(svg)))
+            out.append(tokenizer.decode(tokenizer.encode(svg)))
         except SVGError:
             continue
     return out
@@ -122,7 +123,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     from argen.data.icons import load_icons, split_of
     from argen.eval import check_generator
     from argen.eval.fid import FID, fid_kid
-    from argen.eval.report import Report, sampling_text, slug
+    from argen.eval.report import Report, sampling_text
     from argen.generator import Generator
     from argen.svg.metrics import novelty as novelty_of
     from argen.svg.metrics import pairwise_iou, raster_masks, uniqueness
@@ -146,7 +147,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     folder.mkdir(exist_ok=True)
     for i, (r, per) in enumerate(zip(rows, outputs)):
         for j, svg in enumerate(per):
-            (folder / f"{i:04d}-{j}-{slug(r.prompt)[:40]}.svg").write_text(svg)
+            (folder / f"{i:04d}-{j}-{slug(r.prompt, 40)}.svg").write_text(svg)
 
     # -- validity, uniqueness, novelty --------------------------------------------------------------
     masks, valid = raster_masks(samples)

@@ -15,6 +15,7 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from argen.contracts import TextData
 from argen.export import save_bundle
 from argen.optim import adamw, param_groups, warmup_cosine
 from argen.sampling_config import SamplingConfig
@@ -55,6 +56,10 @@ class Seq2SeqModule(pl.LightningModule):
     def configure_model(self) -> None:
         if self.net is None:
             dm = self.trainer.datamodule
+            if not isinstance(dm, TextData):
+                raise TypeError(f"Seq2SeqModule builds its network from the data module's text_tokenizer and "
+                                f"max_text_len (argen.contracts.TextData, e.g. argen.data.ShardDataModule); "
+                                f"got {type(dm).__name__}")
             self.build(dm.text_tokenizer, dm.max_text_len)
 
     def build(self, text_tokenizer, max_text_len: int) -> EncoderDecoder:
@@ -87,6 +92,7 @@ class Seq2SeqModule(pl.LightningModule):
 
     @property
     def model_config(self):
+        """The network's config (``argen.contracts.ModelShape``, read by ``argen.throughput.Throughput``)."""
         return getattr(self.net, "_orig_mod", self.net).config
 
     # -- one step ---------------------------------------------------------------------------

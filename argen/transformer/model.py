@@ -16,7 +16,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from argen.nn import MLP, NORMS, Attention, KVCache, Linear, PackedWeight, PositionalEmbedding, make_norm, reusable
+from argen import presets
+from argen.nn import (
+    MLP,
+    NORMS,
+    CrossAttention,
+    KVCache,
+    Linear,
+    PackedWeight,
+    PositionalEmbedding,
+    SelfAttention,
+    make_norm,
+    reusable,
+)
 
 
 @dataclass
@@ -76,13 +88,7 @@ PRESETS: dict[str, dict] = {
 
 def config_from_preset(name: str, **overrides) -> TransformerConfig:
     """The named preset's config with ``overrides`` applied (e.g. ``target_vocab_size=1024``)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown transformer preset {name!r}; choose one of {sorted(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(TransformerConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown TransformerConfig field(s) {unknown}; valid: {sorted(fields)}")
-    return TransformerConfig(**{**PRESETS[name], **overrides})
+    return presets.config_from_preset(TransformerConfig, PRESETS, name, "transformer", **overrides)
 
 
 class EncoderBlock(nn.Module):
@@ -91,7 +97,7 @@ class EncoderBlock(nn.Module):
     def __init__(self, c: TransformerConfig):
         super().__init__()
         self.norm1, self.norm2 = make_norm(c.norm, c.d_model), make_norm(c.norm, c.d_model)
-        self.attn = Attention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout)
+        self.attn = SelfAttention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout)
         self.mlp = MLP(c.d_model, c.d_ff, bias=c.bias, dropout=c.dropout)
         self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
 
@@ -106,8 +112,8 @@ class DecoderBlock(nn.Module):
     def __init__(self, c: TransformerConfig):
         super().__init__()
         self.norm1, self.norm2, self.norm3 = (make_norm(c.norm, c.d_model) for _ in range(3))
-        self.self_attn = Attention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout)
-        self.cross_attn = Attention(c.d_model, c.n_heads, cross=True, bias=c.bias, dropout=c.dropout)
+        self.self_attn = SelfAttention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout)
+        self.cross_attn = CrossAttention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout)
         self.mlp = MLP(c.d_model, c.d_ff, bias=c.bias, dropout=c.dropout)
         self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else None  # None: no module call per decode step
 
@@ -123,6 +129,9 @@ class DecoderBlock(nn.Module):
         x = self._residual(x, self.self_attn(self.norm1(x), mask=self_mask, input_pos=input_pos, kv_len=kv_len,
                                              is_causal=causal))
         if copies > 1:
+            # Guided decoding, first layer: cond and uncond rows read the same tokens, so the
+            # self-attention above ran (and cached K/V) once for both; they part here, where the
+            # memory differs. Later layers see different inputs and run on all 2B rows.
             x = x.repeat(copies, 1, 1)
         x = self._residual(x, self.cross_attn(self.norm2(x), memory, memory_mask))
         return self._residual(x, self.mlp(self.norm3(x)))
@@ -302,7 +311,7 @@ class EncoderDecoder(nn.Module):
             old.copy_(bias)
         else:
             self._memory_bias = bias
-        if pack:
+        if pack:  # CPU decoding: weights prepacked once for oneDNN, not re-packed by every matmul
             for block, rows in zip(self.decoder, self_rows):
                 for name, m in block.named_modules():
                     if isinstance(m, Linear):

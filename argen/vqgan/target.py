@@ -113,7 +113,7 @@ class ImageTarget(TargetTokenizer):
     eos_id = None
     pad_id = None
 
-    def __init__(self, path: str, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
         self.path = Path(path)
         self.tokenizer = ImageTokenizer.from_pretrained(self.path, device=device)
         h, w = self.tokenizer.grid_size
@@ -141,7 +141,22 @@ class ImageTarget(TargetTokenizer):
         rc = torch.stack([pos // w, pos % w], dim=-1)  # (T, 2), or (B, T, 2) for per-row positions
         return rc.expand(*inputs.shape, 2)
 
-    def decode(self, ids: torch.Tensor) -> list[Image.Image]:
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ImageTarget:
+        return cls(directory, device=device)
+
+    def encode(self, image: ImageSource) -> torch.Tensor:
+        """One picture (bytes, a path or a PIL image) -> its 1-D ids (``h*w``), the inverse of :meth:`decode`."""
+        if isinstance(image, torch.Tensor | list | tuple):
+            raise TypeError("ImageTarget.encode takes one picture; ImageTokenizer.encode takes batches")
+        return self.tokenizer.encode(image)[0]
+
+    def decode(self, ids: torch.Tensor) -> Image.Image:
+        """1-D ids (``h*w``) -> one PIL image."""
+        return self.batch_decode(self._one_row(ids).unsqueeze(0))[0]
+
+    def batch_decode(self, ids: torch.Tensor) -> list[Image.Image]:
+        """(B, h*w) ids -> PIL images."""
         return to_pil(self.tokenizer.decode(ids))
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -190,11 +205,3 @@ def evaluate(tokenizer: ImageTokenizer, images: torch.Tensor | Sequence[Image.Im
     mse = torch.cat(mses).clamp_min(1e-10)
     return {"psnr": float((-10 * mse.log10()).mean()), "psnr_pooled": float(-10 * math.log10(mse.mean())),
             "ssim": float(torch.cat(ssims).mean()), **code_stats(counts), "images": n}
-
-
-def image_grid(originals: torch.Tensor, reconstructions: torch.Tensor, cell: int = 96) -> Image.Image:
-    """Originals on the top row, their reconstructions below (float (B, 3, H, W) in [0, 1])."""
-    from argen.grid import image_grid as grid
-
-    n = originals.shape[0]
-    return grid(to_pil(originals) + to_pil(reconstructions), ncol=n, cell=cell)
