@@ -220,6 +220,10 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
     done = state.finished | (P >= L)
     end = torch.where(state.finished, P, L)  # a row's length: through its EOS, or L
     bigram = torch.full((B, V + 2), -1, dtype=torch.long, device=device)  # next token seen after an id
+    last_in_state = None  # per row and grammar state: the token last written there (a legal guess)
+    if grammar is not None:
+        last_in_state = grammar.allowed.long().argmax(1).expand(B, -1).clone()
+        last_in_state = torch.cat([last_in_state, last_in_state[:, :1]], 1)  # + a spare column
     if P > 1:
         bigram.scatter_(1, state.tokens[:, : P - 1], state.tokens[:, 1:P])
     n = torch.full((B,), P, dtype=torch.long, device=device)
@@ -290,6 +294,7 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
             bigram.scatter_(1, torch.where(take, x, V + 1), tokens)
             if grammar is not None:
                 gstate = torch.where(done, gstate, grammar.step(states[rows, k], c))
+                last_in_state.scatter_(1, torch.where(take, states, last_in_state.shape[1] - 1), tokens)
             if eos is not None:
                 hit = take & (tokens == eos)
                 first = torch.where(hit, pos, spare).min(1).values
@@ -305,20 +310,28 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
             fresh = src < T
             new, new_q, new_ids, new_cq = draw_drafts(p[:, 1:], keys, n[:, None] + steps[:W],
                                                       source=src.clamp(max=W) - 1, table=table)
-            first_stale = W - int(k.max())  # rows with a shorter run are fresh further on
+            # With a grammar, every draft is walked along the new prefix: one it forbids there is
+            # replaced by a point mass on the token this row last wrote in that grammar state.
+            first_stale = 0 if grammar is not None else W - int(k.max())  # rows with shorter runs stay fresh
             if first_stale < W:
+                point_mass = ~fresh
                 prev = new[:, first_stale - 1] if first_stale else c
+                walk = gstate
                 for i in range(first_stale, W):
                     guess = bigram.gather(1, prev[:, None]).squeeze(1)
                     guess = torch.where(guess >= 0, guess, prev)
                     prev = torch.where(fresh[:, i], new[:, i], guess)
+                    if grammar is not None:
+                        legal = grammar.allowed[walk, prev]
+                        prev = torch.where(legal, prev, last_in_state[rows, walk])
+                        point_mass[:, i] |= ~legal
+                        walk = grammar.step(walk, prev)
                     new[:, i] = prev
-                stale = ~fresh
-                new_q = new_q.masked_fill(stale, 1.0)
+                new_q = new_q.masked_fill(point_mass, 1.0)
                 point = torch.zeros_like(new_cq)
                 point[..., 0] = 1.0
-                new_cq = torch.where(stale[..., None], point, new_cq)
-                new_ids = torch.where(stale[..., None], new[..., None], new_ids)
+                new_cq = torch.where(point_mass[..., None], point, new_cq)
+                new_ids = torch.where(point_mass[..., None], new[..., None], new_ids)
             drafts, q_draft, cand_ids, cand_q = new, new_q, new_ids, new_cq
             if callback is not None:
                 callback(int(n.clamp(max=L).min()), L)
