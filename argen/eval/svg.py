@@ -18,16 +18,25 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
+from argen.data.icons import caption, load_icons, split_of
+from argen.eval import check_generator
+from argen.eval.fid import FID, fid_kid
 from argen.eval.prompts import PromptRow, read_prompts
+from argen.eval.report import Report, sampling_text
+from argen.generator import Generator
 from argen.slug import slug
+from argen.svg import SVGError
+from argen.svg.metrics import novelty as novelty_of
+from argen.svg.metrics import pairwise_iou, raster_masks, uniqueness
+from argen.svg.rasterize import rasterize
 
 DEFAULT_PROMPTS = 32
 
 
 def heldout_icons(n: int | None = DEFAULT_PROMPTS) -> list[PromptRow]:
     """``n`` held-out icons spread evenly over the sorted ``val`` split (all of them for None)."""
-    from argen.data.icons import caption, load_icons, split_of
 
     slugs = [s for s, _ in load_icons() if split_of(s) == "val"]
     if n is not None and n < len(slugs):
@@ -44,8 +53,6 @@ def placeholder(size: int, text: str = "invalid") -> Image.Image:
 
 def raster(svg: str, size: int) -> Image.Image:
     """The SVG drawn on white, or a placeholder when it does not render."""
-    from argen.svg import SVGError
-    from argen.svg.rasterize import rasterize
 
     try:
         return rasterize(svg, size)
@@ -58,10 +65,6 @@ def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -
 
     ``limit`` takes that many, spread evenly over the sorted split (for quick checks only).
     """
-    from tqdm import tqdm
-
-    from argen.data.icons import load_icons, split_of
-    from argen.svg import SVGError
 
     icons = [svg for s, svg in load_icons() if split_of(s) == "train"]
     if limit is not None and limit < len(icons):
@@ -86,9 +89,6 @@ def cached_masks(svgs: list[str], size: int = 64, progress: bool = True) -> np.n
     tokenizer's grid (which changes the decoded texts) or the icon set, both covered by the hash.
     Set ``$ARGEN_CACHE`` to move the cache; an unwritable cache is skipped.
     """
-    from tqdm import tqdm
-
-    from argen.svg.metrics import raster_masks
 
     digest = hashlib.sha1(f"{size}\n".encode() + "\0".join(svgs).encode()).hexdigest()[:16]
     path = cache_dir() / f"svg-masks-{size}-{digest}.npz"
@@ -120,13 +120,6 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     report says how many were used). ``speculative``: sample by speculative decoding (see
     :meth:`argen.Generator.generate`).
     """
-    from argen.data.icons import load_icons, split_of
-    from argen.eval import check_generator
-    from argen.eval.fid import FID, fid_kid
-    from argen.eval.report import Report, sampling_text
-    from argen.generator import Generator
-    from argen.svg.metrics import novelty as novelty_of
-    from argen.svg.metrics import pairwise_iou, raster_masks, uniqueness
 
     check_generator(export, "svg_tokenizer", "svg")
     rows = read_prompts(prompts) if prompts is not None else heldout_icons(num_prompts)
