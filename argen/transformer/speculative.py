@@ -281,7 +281,8 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
             k = ok.long().cumprod(1).sum(1)  # (B,)
             p_k = p[rows, k]  # (B, V)
             kq = k.clamp(max=W - 1)
-            q_k = torch.zeros_like(p_k).scatter_(1, cand_ids[rows, kq], cand_q[rows, kq])
+            # scatter_add: a point-mass draft repeats its token over all K candidates, with weights 1, 0, ...
+            q_k = torch.zeros_like(p_k).scatter_add_(1, cand_ids[rows, kq], cand_q[rows, kq])
             q_k = q_k * (k < W)[:, None]  # a bonus token has no draft to correct
             residual = (p_k - q_k).clamp_min(0)
             residual = torch.where(residual.sum(-1, keepdim=True) > 0, residual, p_k)
