@@ -24,6 +24,7 @@ before their position, so the stale drafts left in later slots need no rollback.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -154,14 +155,22 @@ def draw_drafts(probs: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor
     return ids.gather(-1, choice).squeeze(-1), q.gather(-1, choice).squeeze(-1), ids, q
 
 
-def _row_randomness(seeds, batch: int, length: int, device: torch.device):
-    """Per row: a noise key, acceptance uniforms and correction uniforms, from that row's seed alone."""
+def _row_randomness(seeds, batch: int, length: int, device: torch.device, text_ids=None, text_mask=None):
+    """Per row: a noise key, acceptance uniforms and correction uniforms, from that row's seed and text.
+
+    The text enters because the Gumbel coupling is strong: rows of two prompts that share a seed (as
+    ``Generator`` gives sample j of every prompt) would otherwise often write the very same tokens
+    where the model barely tells the prompts apart, far more often than sequential sampling does.
+    """
     if seeds is None:
         gens = [None] * batch
     else:
         seeds = [int(s) for s in (seeds.tolist() if torch.is_tensor(seeds) else seeds)]
         if len(seeds) != batch:
             raise ValueError(f"seeds must hold one seed per row: got {len(seeds)} for {batch} rows")
+        if text_ids is not None:  # only the valid tokens: padding depends on the rest of the batch
+            texts = [zlib.crc32(str(ids[m.bool()].tolist()).encode()) for ids, m in zip(text_ids, text_mask)]
+            seeds = [(s * 0x100000001B3 + t) % (1 << 63) for s, t in zip(seeds, texts)]
         gens = [torch.Generator().manual_seed(s) for s in seeds]
     keys = torch.stack([torch.randint(0, 1 << 32, (), generator=g) for g in gens])
     r = torch.stack([torch.rand(length, generator=g) for g in gens])
@@ -206,7 +215,7 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
     T = W + 1  # window positions: the last committed token's, then one per draft
     V = model.config.target_vocab_size
     scale, grammar, eos, fill = state.cfg_scale, state.grammar, target.eos_id, state.fill
-    keys, r_all, u_all = _row_randomness(seeds, B, L + T, device)
+    keys, r_all, u_all = _row_randomness(seeds, B, L + T, device, text_ids, text_mask)
     rows = torch.arange(B, device=device)
     steps = torch.arange(T, device=device)
     table = None
