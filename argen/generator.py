@@ -19,6 +19,7 @@ from argen.text import TextTokenizer
 from argen.transformer.model import EncoderDecoder, TransformerConfig
 from argen.transformer.sampling import generate as sample_tokens
 from argen.transformer.sampling import rerank_scores
+from argen.transformer.speculative import generate_speculative, speculative_window
 
 Scorer = Callable[[str, list], Sequence[float]]
 
@@ -63,7 +64,7 @@ class Generator:
                  temperature: float = UNSET, top_k: int | None = UNSET, top_p: float | None = UNSET,
                  seed: int | Sequence[int] | None = None, rerank: bool | Scorer = False, use_cache: bool = True,
                  batch_size: int = 64, prefix: torch.Tensor | None = None,
-                 progress: bool = False, compile: bool = False,
+                 progress: bool = False, compile: bool = False, speculative: bool | int = False,
                  on_step: Callable[[int, torch.Tensor], None] | None = None) -> list[list]:
         """Sample ``num_samples`` outputs for each prompt.
 
@@ -78,9 +79,17 @@ class Generator:
         with an external model (e.g. CLIP) instead.
         ``compile=True`` runs single-token steps through ``torch.compile`` with CUDA graphs (GPU; the
         first call compiles, later calls of the same batch shape reuse it).
+        ``speculative``: ``True`` (or a window size) samples by speculative Jacobi decoding, several
+        tokens per decoder pass from the same distribution (greedy: the same tokens); see docs/sampling.md.
         ``on_step(first_row, tokens)`` is called after every decoding step with the tokens so far of
-        rows ``first_row …`` (rows are prompt-major, ``num_samples`` per prompt): progressive previews.
+        rows ``first_row …`` (rows are prompt-major, ``num_samples`` per prompt): progressive previews
+        (sequential decoding only).
         """
+        window = speculative_window(speculative)
+        if window and not use_cache:
+            raise ValueError("speculative decoding needs the KV cache (use_cache=True)")
+        if window and on_step is not None:
+            raise ValueError("on_step previews follow sequential decoding; leave speculative off to use them")
         s = self.sampling.override(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
         self._check(prompts, num_samples, batch_size)
         if seed is None:
@@ -101,10 +110,13 @@ class Generator:
             row_seeds = [zlib.crc32(f"{x}:{j}".encode()) for _, j, x in chunk]
             row_prefix = None if prefix is None else prefix.to(self.device).expand(len(chunk), -1)
             hook = None if on_step is None else (lambda t, first=start: on_step(first, t))
-            tokens.append(sample_tokens(
-                self.net, text_ids, text_mask, self.target, uncond_ids=null_ids, uncond_mask=null_mask,
-                cfg_scale=s.cfg_scale, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seeds=row_seeds,
-                prefix=row_prefix, use_cache=use_cache, compile=compile, on_tokens=hook))
+            kw = dict(uncond_ids=null_ids, uncond_mask=null_mask, cfg_scale=s.cfg_scale, temperature=s.temperature,
+                      top_k=s.top_k, top_p=s.top_p, seeds=row_seeds, prefix=row_prefix, compile=compile)
+            if window:
+                tokens.append(generate_speculative(self.net, text_ids, text_mask, self.target, window=window, **kw))
+            else:
+                tokens.append(sample_tokens(self.net, text_ids, text_mask, self.target, use_cache=use_cache,
+                                            on_tokens=hook, **kw))
         width = max(t.shape[1] for t in tokens)
         pad = self.target.pad_id if self.target.pad_id is not None else 0
         tokens = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad) for t in tokens])

@@ -160,12 +160,16 @@ class KVCache(nn.Module):
 
     def update(self, input_pos: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                start: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Write ``k, v`` (B, H, T, Dh) at positions ``input_pos`` (T,); return the full buffers.
+        """Write ``k, v`` (B, H, T, Dh) at positions ``input_pos`` (T,) or (B, T); return the full buffers.
 
         ``start``: ``input_pos`` is known to be ``start .. start + T - 1`` (eager decoding), so a
         slice copy does the write, with less per-call overhead than ``index_copy_``.
         """
-        if start is not None:
+        if input_pos.dim() == 2:  # (B, T): each row writes at its own positions (speculative decoding)
+            rows = torch.arange(k.shape[0], device=k.device)[:, None]
+            self.k[rows, :, input_pos] = k.transpose(1, 2)
+            self.v[rows, :, input_pos] = v.transpose(1, 2)
+        elif start is not None:
             T = k.shape[2]
             self.k.narrow(2, start, T).copy_(k)
             self.v.narrow(2, start, T).copy_(v)
@@ -254,7 +258,8 @@ class SelfAttention(_Heads):
                              "(SDPA's causal mask is top-left aligned, wrong for queries after a cached prefix)")
         if self.cache is None:
             raise ValueError("input_pos given but no KV cache is set up (call setup_cache first)")
-        start = None if kv_len is None else kv_len - T  # eager: positions kv_len-T .. kv_len-1, a slice write
+        # eager with shared positions kv_len-T .. kv_len-1: a slice write; per-row (B, T) positions: indexed
+        start = None if kv_len is None or input_pos.dim() == 2 else kv_len - T
         k, v = self.cache.update(input_pos, k, v, start)
         if kv_len is not None:
             k, v = k[:, :, :kv_len], v[:, :, :kv_len]  # attend to the filled prefix only

@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weights and KV cache (bfloat16 on GPU halves the bytes each step reads)")
     p.add_argument("--compile", action="store_true",
                    help="compile the decode step (torch.compile, CUDA graphs on GPU; the first batch compiles)")
+    p.add_argument("--speculative", nargs="?", const=True, default=False, type=int, metavar="WINDOW",
+                   help="speculative Jacobi decoding: fewer decoder passes, same distribution (optional: "
+                        "drafts per pass; see docs/sampling.md)")
     p.add_argument("--batch-size", type=int, default=64,
                    help="rows sampled together, across prompts (prompts x samples are split into batches)")
     p.add_argument("--cell", type=int, default=128, help="grid cell size in pixels")
@@ -60,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         outputs = generator.generate(
             prompts, num_samples=args.num_samples, cfg_scale=args.cfg_scale, temperature=args.temperature,
             top_k=args.top_k, top_p=args.top_p, seed=args.seed, rerank=args.rerank, use_cache=not args.no_cache,
-            batch_size=args.batch_size, compile=args.compile, progress=True)
+            batch_size=args.batch_size, compile=args.compile, progress=True,
+            speculative=args.speculative)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     flat = [o for per_prompt in outputs for o in per_prompt]

@@ -50,3 +50,51 @@ def test_train_benchmark_runs_and_reports_ratio(capsys):
         assert abs(out["initial_loss"][name] - math.log(32)) < 1.0  # both are real models at init
     assert abs(out["params"]["argen"] - out["params"]["hf_bart"]) / out["params"]["hf_bart"] < 0.05  # same dims
     assert dry["results"][0]["tokens_per_s"] > 0 and 0 < dry["results"][0]["mfu"] < 1
+
+
+@pytest.fixture(scope="module")
+def toy_exports(tmp_path_factory):
+    """Untrained tiny image and SVG generator exports, written by the export code training uses."""
+    import torch
+
+    from argen.svg import SVGTokenizer
+    from argen.text import TextTokenizer
+    from argen.transformer.lit import Seq2SeqModule
+    from argen.transformer.model import EncoderDecoder, config_from_preset
+    from argen.vqgan import VQGAN, ImageTarget, ImageTokenizer, VQGANConfig
+
+    root = tmp_path_factory.mktemp("speculative")
+    torch.manual_seed(0)
+    vq = VQGAN(VQGANConfig(image_size=32, patch_size=8, dim=32, enc_layers=1, dec_layers=1, heads=2, mlp_dim=64,
+                           codebook_size=64, code_dim=8, kmeans_init=False))
+    ImageTokenizer(vq).save_pretrained(root / "tokenizer")
+    text = TextTokenizer.train([f"a {c} {s} icon" for c in ("red", "blue", "green") for s in ("star", "home")] * 20,
+                               60)
+
+    def export(target, out):
+        module = Seq2SeqModule(target=target, preset="demo", sampling={"cfg_scale": 2.0, "top_p": 0.9})
+        module.net = EncoderDecoder(config_from_preset(
+            "demo", text_vocab_size=text.vocab_size, max_text_len=32, target_vocab_size=target.vocab_size,
+            max_target_len=target.max_len, target_feature_sizes=tuple(target.feature_sizes), d_model=32,
+            n_heads=2, enc_layers=1, dec_layers=1, d_ff=64))
+        module.text_tokenizer = text
+        return module.export(out)
+
+    return export(ImageTarget(str(root / "tokenizer")), root / "image"), export(SVGTokenizer(grid=16, max_len=24),
+                                                                              root / "svg")
+
+
+def test_speculative_benchmark_reports_every_ratio(toy_exports, capsys):
+    image, svg = toy_exports
+    out = load("speculative").main(["--image", str(image), "--svg", str(svg), "--repeats", "1", "--window", "3",
+                                    "--windows", "2", "--json"])
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert set(last) == {"image", "svg"}
+    for kind in ("image", "svg"):
+        assert set(last[kind]) == {"passes_ratio_b1", "wall_ratio_b1", "passes_ratio_b16", "wall_ratio_b16"}
+        assert last[kind] == out["ratios"][kind] and all(v > 0 for v in last[kind].values())
+        for batch in (1, 16):
+            runs = out["runs"][kind][batch]
+            assert runs["0"]["accepted"] == 1.0 and runs["3"]["accepted"] >= 1.0
+            assert runs["3"]["passes"] <= runs["0"]["passes"]  # a pass never commits fewer than one token
+    assert "2" in out["runs"]["image"][1] and "2" not in out["runs"]["image"][16]  # the sweep runs at batch 1

@@ -45,6 +45,11 @@ def _common(p: argparse.ArgumentParser, fid: bool = True) -> None:
                        help="path of torch-fidelity's weights-inception-2015-12-05-6726825d.pth")
 
 
+def _speculative(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--speculative", nargs="?", const=True, default=False, type=int, metavar="WINDOW",
+                   help="sample by speculative Jacobi decoding (same distribution, fewer passes; optional window)")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m argen.eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -65,6 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fid-real", type=int, default=512, help="real renders for FID")
     _seed(p)
     _common(p)
+    _speculative(p)
 
     p = sub.add_parser("svg", help="validity, uniqueness, novelty, FID on rasters and a contact sheet")
     p.add_argument("export", help="generator export writing SVG tokens (e.g. runs/iconshop-demo/export)")
@@ -77,6 +83,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="novelty against only this many training icons (quick checks; default: all)")
     _seed(p)
     _common(p)
+    _speculative(p)
 
     p = sub.add_parser("prompts", help="grids per category for a PartiPrompts-style TSV suite")
     p.add_argument("export", help="any generator export")
@@ -135,13 +142,13 @@ def run(args: argparse.Namespace) -> dict:
 
         return evaluate_shapes(args.export, num_samples=args.num_samples, cfg_scales=args.cfg_scales,
                                sweep_prompts=args.sweep_prompts, sweep_samples=args.sweep_samples,
-                               fid_real=args.fid_real, **common)
+                               fid_real=args.fid_real, speculative=args.speculative, **common)
     if args.command == "svg":
         from argen.eval.svg import evaluate_svg
 
         return evaluate_svg(args.export, prompts=args.prompts, num_prompts=args.num_prompts,
                             num_samples=args.num_samples, raster_size=args.raster_size,
-                            train_limit=args.train_limit, **common)
+                            train_limit=args.train_limit, speculative=args.speculative, **common)
     if args.command == "emoji":
         from argen.eval.emoji import evaluate_emoji
 

@@ -108,8 +108,10 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
                     cfg_scales: Sequence[float] = DEFAULT_SCALES, sweep_prompts: int = 16, sweep_samples: int = 2,
                     fid_real: int = 512, seed: int = 0, batch_size: int = 64, device: str = "cpu",
                     features: str = "auto", inception_weights: str | None = None, cell: int = 96,
-                    wandb: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Run the shapes evaluation of a generator export and write its report to ``out``."""
+                    wandb: bool = False, progress: bool = True, speculative: bool | int = False) -> dict[str, Any]:
+    """Run the shapes evaluation of a generator export and write its report to ``out``.
+
+    ``speculative``: sample by speculative decoding (see :meth:`argen.Generator.generate`)."""
 
     check_generator(export, "image_tokenizer", "shapes")
     for name, value, low in (("num_samples", num_samples, 1), ("sweep_samples", sweep_samples, 1),
@@ -123,11 +125,11 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
         "subcommand": "shapes", "export": str(export), "prompts": len(prompts), "num_samples": num_samples,
         "rerank": "model (cond - uncond log-likelihood)", "cfg_scales": list(cfg_scales),
         "sweep_prompts": sweep_prompts, "sweep_samples": sweep_samples, "fid_real": fid_real, "seed": seed,
-        "sampling": gen.sampling.to_dict(), "fid_features": fid.name}, wandb)
+        "sampling": gen.sampling.to_dict(), "fid_features": fid.name, "speculative": speculative}, wandb)
 
     # -- main run: the suite, num_samples each, reranked ----------------------------------------
     outputs = gen.generate(prompts, num_samples=num_samples, seed=seed, rerank=True, batch_size=batch_size,
-                           progress=progress)
+                           progress=progress, speculative=speculative)
     scores = _score_all(prompts, outputs, progress, "scoring")
     rows = breakdown(prompts, scores)
     overall = rows[0]
@@ -149,7 +151,7 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
     for scale in cfg_scales if subset else ():
         sub = [prompts[i] for i in subset]
         outs = gen.generate(sub, num_samples=sweep_samples, cfg_scale=scale, seed=seed, batch_size=batch_size,
-                            progress=progress)
+                            progress=progress, speculative=speculative)
         sc = [s for per in _score_all(sub, outs, False, "") for s in per]
         sweep_rows.append({"cfg_scale": scale, "samples": len(sc), "color_shape": _rate(sc, "color_shape"),
                            "full": _rate(sc, "full"), "count_ok": _rate(sc, "count_ok")})

@@ -113,11 +113,12 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
                  num_prompts: int = DEFAULT_PROMPTS, num_samples: int = 2, seed: int = 0, batch_size: int = 64,
                  device: str = "cpu", features: str = "auto", inception_weights: str | None = None,
                  raster_size: int = 64, train_limit: int | None = None, cell: int = 96, wandb: bool = False,
-                 progress: bool = True) -> dict[str, Any]:
+                 progress: bool = True, speculative: bool | int = False) -> dict[str, Any]:
     """Sample held-out icon prompts (or a TSV suite), measure, and write the report to ``out``.
 
     ``train_limit`` compares novelty with only that many training icons (quick checks; the
-    report says how many were used).
+    report says how many were used). ``speculative``: sample by speculative decoding (see
+    :meth:`argen.Generator.generate`).
     """
 
     check_generator(export, "svg_tokenizer", "svg")
@@ -130,10 +131,10 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
         "subcommand": "svg", "export": str(export), "prompts": str(prompts) if prompts else "held-out icons",
         "num_prompts": len(rows), "num_samples": num_samples, "seed": seed, "sampling": gen.sampling.to_dict(),
         "tokenizer": repr(gen.target), "raster_size": raster_size, "train_limit": train_limit,
-        "fid_features": fid.name}, wandb)
+        "fid_features": fid.name, "speculative": speculative}, wandb)
 
     outputs = gen.generate([r.prompt for r in rows], num_samples=num_samples, seed=seed, batch_size=batch_size,
-                           progress=progress)
+                           progress=progress, speculative=speculative)
     samples = [svg for per in outputs for svg in per]
     folder = report.out / "svg"
     folder.mkdir(exist_ok=True)

@@ -277,7 +277,7 @@ class EncoderDecoder(nn.Module):
     # -- cached decoding ----------------------------------------------------------------------
     @torch.no_grad()
     def setup_cache(self, memory: torch.Tensor, text_mask: torch.Tensor, max_len: int, pack: bool = False,
-                    guided: bool = False) -> None:
+                    guided: bool = False, slack: int = 0) -> None:
         """Prepare decoding of ``max_len`` positions for the rows of ``memory`` (B, S, D).
 
         Self-attention gets a static (B, H, max_len, Dh) cache per layer; cross-attention K/V of
@@ -286,6 +286,8 @@ class EncoderDecoder(nn.Module):
         ``guided``: ``memory`` rows are [cond; uncond] halves that will read the same tokens, so
         :meth:`decode_step` takes B/2 token rows (see there). ``pack`` prepacks the decoder's
         weights for CPU inference (see :class:`argen.nn.PackedWeight`); :meth:`unpack` frees them.
+        ``slack`` extra cache slots past ``max_len`` take the writes of window positions that run off
+        the end (:meth:`decode_window`), so they never overwrite a real position's keys.
         """
         if max_len > self.config.max_target_len:
             raise ValueError(f"max_len {max_len} exceeds max_target_len {self.config.max_target_len}")
@@ -296,8 +298,8 @@ class EncoderDecoder(nn.Module):
         self_rows = [B // 2 if guided and i == 0 else B for i in range(c.dec_layers)]
         for block, rows in zip(self.decoder, self_rows):
             attn = block.self_attn
-            if attn.cache is None or not attn.cache.matches(rows, max_len, dtype, device):
-                attn.cache = KVCache(rows, c.n_heads, max_len, c.d_model // c.n_heads, dtype, device)
+            if attn.cache is None or not attn.cache.matches(rows, max_len + slack, dtype, device):
+                attn.cache = KVCache(rows, c.n_heads, max_len + slack, c.d_model // c.n_heads, dtype, device)
             block.cross_attn.fill_cross_cache(memory)
         self._guided = guided
         mask = _key_mask(text_mask.to(device))
@@ -375,3 +377,31 @@ class EncoderDecoder(nn.Module):
         """
         B = hidden.shape[0] // 2
         return self.logits(torch.lerp(hidden[B:], hidden[:B], cfg_scale))
+
+    def decode_window(self, inputs: torch.Tensor, features: torch.Tensor | None, input_pos: torch.Tensor,
+                      kv_len: int | None = None, cfg_scale: float | None = None) -> torch.Tensor:
+        """Logits (B, T, V) after each of ``inputs`` (B, T), row ``b`` placed at its own ``input_pos[b]``.
+
+        The verify pass of speculative decoding: rows sit at different committed lengths, so each
+        writes its keys at its own positions and its queries see keys ``<= `` their position. Cache
+        slots past that hold stale drafts and are masked out, so nothing is ever rolled back.
+        With ``kv_len`` (eager) attention reads the first ``kv_len`` slots (``kv_len > input_pos.max()``);
+        without it, the whole cache (static shapes). Positions past ``max_target_len`` (a window running
+        off the end; their outputs are unused) are embedded at the last position and written to the
+        slack slots of ``setup_cache``. Guidance as in :meth:`decode_step`.
+        """
+        if self._memory_bias is None:
+            raise RuntimeError("decode_window needs setup_cache(memory, text_mask, max_len) first")
+        if (cfg_scale is not None) != self._guided:
+            raise ValueError("decode_window takes cfg_scale exactly when the cache was set up with guided=True")
+        x = self.embed_targets(inputs, features, input_pos.clamp(max=self.config.max_target_len - 1))
+        n_keys = kv_len if kv_len is not None else self.decoder[0].self_attn.cache.k.shape[2]
+        mask = (torch.arange(n_keys, device=inputs.device) <= input_pos[..., None])[:, None]  # (B, 1, T, K)
+        pos2, mask2 = (input_pos.repeat(2, 1), mask.repeat(2, 1, 1, 1)) if self._guided else (input_pos, mask)
+        for i, block in enumerate(self.decoder):
+            first = i == 0
+            copies = 2 if self._guided and first else 1
+            x = block(x, None, self._memory_bias, mask if first else mask2, input_pos if first else pos2, kv_len,
+                      copies)
+        hidden = self.dec_norm(x)
+        return self.logits(hidden) if cfg_scale is None else self.guided_logits(hidden, cfg_scale)

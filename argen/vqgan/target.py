@@ -138,8 +138,8 @@ class ImageTarget(TargetTokenizer):
     def token_features(self, inputs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         h, w = self.feature_sizes
         pos = positions.to(inputs.device).long().clamp(0, self.max_len - 1)
-        rc = torch.stack([pos // w, pos % w], dim=-1)  # (T, 2)
-        return rc.unsqueeze(0).expand(inputs.shape[0], -1, -1)
+        rc = torch.stack([pos // w, pos % w], dim=-1)  # (T, 2), or (B, T, 2) for per-row positions
+        return rc.expand(*inputs.shape, 2)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ImageTarget:
