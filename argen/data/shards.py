@@ -494,7 +494,7 @@ def write_shards(samples: Iterable[dict[str, Any]], out: str | Path, split: str,
 # -- built-in recipes -----------------------------------------------------------------------------
 RECIPES: dict[str, dict[str, Any]] = {
     "shapes": {"train": 20000, "val": 512, "size": 32, "seed": 0, "per_shard": None},
-    "icons": {"format": "svg", "size": 256, "per_shard": None},
+    "icons": {"sources": "all", "common": 0, "format": "svg", "size": 256, "per_shard": None},
 }
 MARKER = "prepare.json"
 
@@ -555,9 +555,9 @@ def prepare_recipe(recipe: dict[str, Any], progress: bool = True, force: bool = 
 
             shapes.prepare(out, progress=progress, **options)
         else:
-            from argen.data import icons
+            from argen.data import iconcorpus
 
-            icons.prepare(out, progress=progress, **options)
+            iconcorpus.prepare(out, progress=progress, **options)
         marker.write_text(json.dumps(shard_recipe, indent=2) + "\n")
     return recipe
 
