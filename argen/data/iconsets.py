@@ -3,16 +3,16 @@
 Every reader yields :class:`Icon` records (set, name, style, SVG text, tags, licence) from one
 package folder, in a fixed order. Where each package keeps its drawings:
 
-| set | package (``icons`` extra) | files | styles |
-|---|---|---|---|
-| ``mdi`` | material-design-icons-pack | Icon objects of the compiled module | filled, outline (``-outline``) |
-| ``tabler`` | tablericons2 | ``tablericons/tablericons.zip``: ``outline/*.svg``, ``filled/*.svg`` | outline (stroked), filled |
-| ``remix`` | django-static-remixicon | ``static/remixicon/remixicon.glyph.json``: name -> path data | fill, line (``-fill``/``-line``) |
-| ``fontawesome`` | fontawesomefree | ``static/fontawesomefree/svgs/<style>/*.svg``, ``metadata/icons.json`` (label, search terms, aliases) | solid, regular, brands |
-| ``bootstrap`` | django-js-lib-bootstrap-icons | ``static/bootstrap-icons/*.svg`` | outline, fill (``-fill``) |
-| ``lucide`` | python-lucide | SQLite ``data/lucide-icons.db`` (svg, tags, categories, aliases) | outline (stroked) |
-| ``ionicons`` | ionicons-python | ``icons/*.svg`` | filled, outline (``-outline``, stroked), sharp (``-sharp``) |
-| ``heroicons`` | heroicons | ``heroicons.zip``: ``outline`` (stroked), ``solid``, ``mini``, ``micro`` | as the folders |
+- ``mdi``: material-design-icons-pack, the Icon objects of its compiled module; filled, outline.
+- ``tabler``: tablericons2, ``tablericons.zip`` (``outline/*.svg`` stroked, ``filled/*.svg``).
+- ``remix``: django-static-remixicon, ``static/remixicon/remixicon.glyph.json`` (name -> path data,
+  24-unit); ``-fill`` / ``-line``.
+- ``fontawesome``: fontawesomefree, ``static/fontawesomefree/svgs/<solid|regular|brands>/*.svg`` and
+  ``metadata/icons.json`` (label, search terms, alias names).
+- ``bootstrap``: django-js-lib-bootstrap-icons, ``static/bootstrap-icons/*.svg``; outline, ``-fill``.
+- ``lucide``: python-lucide, SQLite ``data/lucide-icons.db`` (svg, tags, categories); stroked.
+- ``ionicons``: ionicons-python (sdist), ``icons/*.svg``; filled, ``-outline`` (stroked), ``-sharp``.
+- ``heroicons``: heroicons, ``heroicons.zip`` (``outline`` stroked, ``solid``, ``mini``, ``micro``).
 
 A reader takes the package's folder (``root``), so tests read small fixtures written in the same
 layouts; :func:`package_root` finds the installed one. A set whose package is missing is an error

@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--raster-size", type=int, default=64, help="raster size for FID")
     p.add_argument("--train-limit", type=int, default=None,
                    help="novelty against only this many training icons (quick checks; default: all)")
+    p.add_argument("--corpus", default=None,
+                   help="a folder from `python -m argen.data prepare icons`: its train shards are the training "
+                        "icons, its eval/heldout.tsv the default prompts, and recognisability is measured")
     _common(p)
 
     p = sub.add_parser("prompts", help="grids per category for a PartiPrompts-style TSV suite")
@@ -112,7 +115,7 @@ def run(args: argparse.Namespace) -> dict:
 
         return evaluate_svg(args.export, prompts=args.prompts, num_prompts=args.num_prompts,
                             num_samples=args.num_samples, raster_size=args.raster_size,
-                            train_limit=args.train_limit, **common)
+                            train_limit=args.train_limit, corpus=args.corpus, **common)
     from argen.eval.prompts import evaluate_prompts
 
     return evaluate_prompts(args.export, args.prompts, num_samples=args.num_samples, seed=args.seed,
