@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tarfile
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,3 +229,28 @@ def test_roundtrip_per_set_whole(key):
         pytest.skip(f"{SETS[key].package} is not installed")
     encoded, iou = _roundtrip(key, 100_000)
     assert encoded >= 0.98 and iou >= iconcorpus.TARGETS[SETS[key].stroked], (key, encoded, iou)
+
+
+def test_iconshop_icons_recipe_smoke_runs_on_cpu(roots, tmp_path):
+    """train/iconshop-icons.yaml through the real CLI for a few CPU steps, on a fixture corpus (the
+    model shrunk; everything else as the recipe says)."""
+    from argen.data.shards import tokenizer_for
+
+    data = tmp_path / "icons"
+    iconcorpus.prepare(data, roots=roots, sources=list(SETS), workers=1, progress=False)
+    tokenizer_for(str(data / "train-*.tar"), 60, data / "tokenizer.json", progress=False)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "argen.train", "fit", "-c", "train/iconshop-icons.yaml",
+           "--trainer.default_root_dir", str(run), "--trainer.accelerator", "cpu", "--trainer.devices", "1",
+           "--trainer.strategy", "auto", "--trainer.precision", "32-true", "--trainer.max_steps", "3",
+           "--trainer.val_check_interval", "3", "--trainer.limit_val_batches", "1", "--trainer.logger", "false",
+           "--checkpoint.every_n_train_steps", "3", "--model.init_args.sample_every_n_steps", "0",
+           "--model.init_args.arch", "{d_model: 32, n_heads: 2, enc_layers: 1, dec_layers: 1, d_ff: 64}",
+           "--data.init_args.prepare", "null", "--data.init_args.train_shards", str(data / "train-*.tar"),
+           "--data.init_args.val_shards", str(data / "val-*.tar"),
+           "--data.init_args.text_tokenizer", str(data / "tokenizer.json"),
+           "--data.init_args.batch_size", "4", "--data.init_args.num_workers", "0",
+           "--data.init_args.steps_per_epoch", "3"]
+    r = subprocess.run(cmd, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (run / "export").is_dir() and (run / "checkpoints" / "last.ckpt").is_file()
