@@ -2,7 +2,7 @@
 
     python -m argen.data prepare shapes --out data/shapes32 --train 20000 --val 512 --size 32
     python -m argen.data prepare icons --sources mdi,tabler,lucide --out data/icons   (default: every installed set)
-    python -m argen.data prepare icons --common 4 --out data/icons-common      (the IconShop CPU demo's corpus)
+    python -m argen.data prepare icons --common 6 --out data/icons-common6     (the IconShop CPU demo's corpus)
     python -m argen.data tokenizer --shards 'data/shapes32/train-*.tar' --vocab-size 128 --out tok.json
     python -m argen.data stats 'data/shapes32/val-*.tar' --json
     python -m argen.data encode …   (pre-compute image tokens; see its --help)
