@@ -8,12 +8,16 @@ from pathlib import Path
 
 import torch
 
+# Both built-in target kinds, imported so that they register (load_target looks a bundle's kind up).
+import argen.svg  # noqa: F401
+import argen.vqgan  # noqa: F401
 from argen.export import load_bundle
+from argen.sampling_config import UNSET, SamplingConfig
 from argen.targets import TargetTokenizer, load_target
 from argen.text import TextTokenizer
 from argen.transformer.model import EncoderDecoder, TransformerConfig
-from argen.transformer.sampling import check_sampling, rerank_scores
 from argen.transformer.sampling import generate as sample_tokens
+from argen.transformer.sampling import rerank_scores
 
 Scorer = Callable[[str, list], Sequence[float]]
 
@@ -22,15 +26,16 @@ class Generator:
     """A trained encoder-decoder with its text tokenizer and target tokenizer.
 
     ``generate`` returns, per prompt, a list of outputs: PIL images for an image model, SVG strings
-    for an SVG model. Defaults for guidance and sampling come from the bundle (set at training time).
+    for an SVG model. Defaults for guidance and sampling come from the bundle (set at training time):
+    ``sampling``, a :class:`~argen.sampling_config.SamplingConfig`.
     """
 
     def __init__(self, net: EncoderDecoder, text_tokenizer: TextTokenizer, target: TargetTokenizer,
-                 sampling: dict | None = None):
+                 sampling: SamplingConfig | dict | None = None):
         self.net = net.eval()
         self.text_tokenizer = text_tokenizer
         self.target = target
-        self.sampling = {"cfg_scale": 3.0, "temperature": 1.0, "top_k": None, "top_p": None, **(sampling or {})}
+        self.sampling = SamplingConfig.from_dict(sampling)
 
     @property
     def device(self) -> torch.device:
@@ -53,13 +58,16 @@ class Generator:
 
     # -- public API -------------------------------------------------------------------------
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], num_samples: int = 1, cfg_scale: float | None = None,
-                 temperature: float | None = None, top_k: int | None = None, top_p: float | None = None,
+    def generate(self, prompts: Sequence[str], num_samples: int = 1, cfg_scale: float = UNSET,
+                 temperature: float = UNSET, top_k: int | None = UNSET, top_p: float | None = UNSET,
                  seed: int | None = None, rerank: bool | Scorer = False, use_cache: bool = True,
                  batch_size: int = 64, prefix: torch.Tensor | None = None,
                  progress: bool = False, compile: bool = False) -> list[list]:
         """Sample ``num_samples`` outputs for each prompt.
 
+        ``cfg_scale``, ``temperature``, ``top_k``, ``top_p``: left out, the bundle's settings
+        (``self.sampling``); given, they override it, and ``top_k=None`` / ``top_p=None`` turn that
+        filter off even where the bundle sets one.
         ``seed`` fixes the samples: sample ``j`` of a prompt depends only on (seed, j) and the prompt,
         not on which other prompts share the batch. ``rerank=True`` orders each prompt's samples by
         the model's own conditional minus unconditional log-likelihood (best first); a callable
@@ -67,12 +75,8 @@ class Generator:
         ``compile=True`` runs single-token steps through ``torch.compile`` with CUDA graphs (GPU; the
         first call compiles, later calls of the same batch shape reuse it).
         """
-        s = self.sampling
-        cfg_scale = s["cfg_scale"] if cfg_scale is None else cfg_scale
-        temperature = s["temperature"] if temperature is None else temperature
-        top_k = s["top_k"] if top_k is None else top_k
-        top_p = s["top_p"] if top_p is None else top_p
-        self._check(prompts, num_samples, cfg_scale, temperature, top_k, top_p, batch_size)
+        s = self.sampling.override(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
+        self._check(prompts, num_samples, batch_size)
         if seed is None:
             seed = int(torch.randint(0, 2**31 - 1, ()).item())
 
@@ -91,12 +95,12 @@ class Generator:
             row_prefix = None if prefix is None else prefix.to(self.device).expand(len(chunk), -1)
             tokens.append(sample_tokens(
                 self.net, text_ids, text_mask, self.target, uncond_ids=null_ids, uncond_mask=null_mask,
-                cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, seeds=seeds,
+                cfg_scale=s.cfg_scale, temperature=s.temperature, top_k=s.top_k, top_p=s.top_p, seeds=seeds,
                 prefix=row_prefix, use_cache=use_cache, compile=compile))
         width = max(t.shape[1] for t in tokens)
         pad = self.target.pad_id if self.target.pad_id is not None else 0
         tokens = torch.cat([torch.nn.functional.pad(t, (0, width - t.shape[1]), value=pad) for t in tokens])
-        outputs = self.target.decode(tokens)
+        outputs = self.target.batch_decode(tokens)
         per_prompt = [outputs[i * num_samples : (i + 1) * num_samples] for i in range(len(prompts))]
         if rerank:
             per_prompt = [self._rerank(p, outs, tokens[i * num_samples : (i + 1) * num_samples], rerank)
@@ -126,7 +130,7 @@ class Generator:
         return [outputs[i] for i in order]
 
     @staticmethod
-    def _check(prompts, num_samples, cfg_scale, temperature, top_k, top_p, batch_size) -> None:
+    def _check(prompts, num_samples, batch_size) -> None:
         if isinstance(prompts, str):
             raise ValueError("prompts must be a list of strings, not a single string")
         if not prompts:
@@ -136,7 +140,6 @@ class Generator:
                 raise ValueError(f"prompt {i} is a {type(p).__name__}, not a string")
         if num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        check_sampling(cfg_scale, temperature, top_k, top_p)
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
 

@@ -1,8 +1,9 @@
 """Transformer building blocks shared by every argen model: attention, MLP, norms, positions.
 
-Attention lives here and nowhere else. One module serves encoder self-attention, decoder causal
-self-attention (with a static KV cache for fast decoding) and cross-attention (with memory K/V
-projected once per prompt), so the training path and the sampling path run the same code.
+Attention lives here and nowhere else: :class:`SelfAttention` (encoders, the causal decoder with a
+static KV cache) and :class:`CrossAttention` (memory K/V projected once per prompt) share one kernel
+function, :func:`attend`, so the training path and the sampling path run the same code, and an
+argument that does not apply to a kind of attention is an error rather than ignored.
 """
 
 from __future__ import annotations
@@ -56,10 +57,11 @@ class PackedWeight:
     """A oneDNN-prepacked copy of a linear layer's weight, for CPU inference.
 
     PyTorch's default CPU GEMM re-packs the weight on every call, which dominates the few-row
-    matmuls of a decode step; packing once per generation made the CPU decode step about 1.4x
-    faster (benchmarks/sampling.py). The copy is used only without autograd, on CPU inputs of its
-    dtype, and only while the weight's version counter shows it unchanged since packing, so an
-    optimizer step or ``load_state_dict`` can never leave a stale copy in use. The two ops are the
+    matmuls of a decode step, so :meth:`EncoderDecoder.setup_cache` packs the decoder's weights once
+    per generation (the gain: BENCHMARKS.md, "Sampling"; ``benchmarks/sampling.py``). The copy is
+    used only without autograd, on CPU inputs of its dtype, and only while the weight's version
+    counter shows it unchanged since packing, so an optimizer step or ``load_state_dict`` can never
+    leave a stale copy in use. The two ops are the
     ones ``torch.compile``'s CPU weight-freezing pass emits; builds without them fall back to
     ``F.linear``.
     """
@@ -173,31 +175,39 @@ class KVCache(nn.Module):
         return self.k, self.v
 
 
-class Attention(nn.Module):
-    """Multi-head attention through ``F.scaled_dot_product_attention``.
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, *,
+           is_causal: bool = False, dropout: float = 0.0, cache_read: bool = False) -> torch.Tensor:
+    """The one attention kernel: queries (B, H, Tq, Dh) over keys/values (B, H, Tk, Dh) -> (B, H, Tq, Dh).
 
-    ``cross=False``: self-attention with one fused QKV projection; with ``self.cache`` set and
-    ``input_pos`` given, new keys/values go into the static cache and queries attend to it.
-    ``cross=True``: queries from ``x``, keys/values from ``context``, or from ``self.cache``
-    when :meth:`fill_cross_cache` has stored the projected memory.
+    ``mask`` is boolean (True = may attend) or additive float, broadcastable to (B, H, Tq, Tk). SDPA's
+    ``is_causal`` is top-left aligned, so it is only right when queries and keys are the same
+    positions (training, uncached decoding); cached decoding passes an explicit mask instead.
 
-    ``mask`` is a boolean (True = may attend) or additive float tensor broadcastable to
-    (B, H, T_q, T_k). SDPA's ``is_causal=True`` is top-left aligned, so it is only right when
-    queries and keys cover the same positions (training); cached decoding passes an explicit mask.
+    ``cache_read``: one query per row reads a filled cache prefix with nothing to hide, the eager
+    decode step. On CPU in float32 that runs as a matrix-vector product per head instead of SDPA's
+    blocked kernel: a late step is bound by reading the cache, and ``k @ q`` reads it faster once the
+    prefix is long (BENCHMARKS.md, "One decode step's attention"; ``benchmarks/attention.py``). Only
+    self-attention asks for it: over cross-attention's short text memory the blocked kernel is as fast.
     """
+    if cache_read and q.shape[2] == 1 and mask is None and dropout == 0.0 and q.is_cpu and q.dtype == torch.float32:
+        return _one_query_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal, dropout_p=dropout)
 
-    def __init__(self, d_model: int, n_heads: int, *, cross: bool = False, bias: bool = True,
-                 dropout: float = 0.0):
+
+def _one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Attention of one query per row, (B, H, 1, Dh), over a cache prefix (B, H, S, Dh): two matmuls."""
+    scores = torch.matmul(k, q.transpose(-1, -2) * q.shape[-1] ** -0.5).squeeze(-1)  # (B, H, S)
+    return torch.matmul(scores.softmax(dim=-1).unsqueeze(-2), v)
+
+
+class _Heads(nn.Module):
+    """What self- and cross-attention share: the head split and the output projection."""
+
+    def __init__(self, d_model: int, n_heads: int, bias: bool, dropout: float):
         super().__init__()
         if d_model % n_heads:
             raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
-        self.d_model, self.n_heads, self.head_dim = d_model, n_heads, d_model // n_heads
-        self.cross, self.dropout = cross, dropout
-        if cross:
-            self.q = Linear(d_model, d_model, bias=bias)
-            self.kv = Linear(d_model, 2 * d_model, bias=bias)
-        else:
-            self.qkv = Linear(d_model, 3 * d_model, bias=bias)
+        self.d_model, self.n_heads, self.head_dim, self.dropout = d_model, n_heads, d_model // n_heads, dropout
         self.out = Linear(d_model, d_model, bias=bias)
         self.cache: KVCache | None = None
 
@@ -206,8 +216,68 @@ class Attention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
 
+    def _merge(self, y: torch.Tensor) -> torch.Tensor:
+        """(B, H, T, Dh) -> the output projection of (B, T, D)."""
+        B, _, T, _ = y.shape
+        return self.out(y.transpose(1, 2).reshape(B, T, self.d_model))
+
+    @property
+    def _dropout_p(self) -> float:
+        return self.dropout if self.training else 0.0
+
+
+class SelfAttention(_Heads):
+    """Multi-head self-attention with one fused QKV projection (encoders, the decoder, the VQGAN).
+
+    Without ``input_pos`` it attends over ``x`` itself (``is_causal`` for a decoder's training or
+    uncached pass). With ``input_pos`` (cached decoding, after a :class:`KVCache` is set as
+    ``self.cache``) the new keys/values are written there and the queries read the cache.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, bias: bool = True, dropout: float = 0.0):
+        super().__init__(d_model, n_heads, bias, dropout)
+        self.qkv = Linear(d_model, 3 * d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, *, is_causal: bool = False,
+                input_pos: torch.Tensor | None = None, kv_len: int | None = None) -> torch.Tensor:
+        """``kv_len`` (eager decoding): ``input_pos`` is the last T of the filled prefix
+        ``kv_len - T .. kv_len - 1``, and only that prefix is read; without it (static shapes for
+        ``torch.compile``) the whole cache is read under ``mask``."""
+        B, T, _ = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        if input_pos is None:
+            if kv_len is not None:
+                raise ValueError("kv_len applies to cached decoding only: give input_pos too")
+            return self._merge(attend(q, k, v, mask, is_causal=is_causal, dropout=self._dropout_p))
+        if is_causal:
+            raise ValueError("is_causal is for uncached passes: cached decoding passes an explicit mask "
+                             "(SDPA's causal mask is top-left aligned, wrong for queries after a cached prefix)")
+        if self.cache is None:
+            raise ValueError("input_pos given but no KV cache is set up (call setup_cache first)")
+        start = None if kv_len is None else kv_len - T  # eager: positions kv_len-T .. kv_len-1, a slice write
+        k, v = self.cache.update(input_pos, k, v, start)
+        if kv_len is not None:
+            k, v = k[:, :, :kv_len], v[:, :, :kv_len]  # attend to the filled prefix only
+        # One query over exactly the filled prefix, eager, in eval: the GEMV path of attend().
+        one_query = T == 1 and kv_len is not None and mask is None and not self.training
+        return self._merge(attend(q, k, v, mask, dropout=self._dropout_p, cache_read=one_query))
+
+
+class CrossAttention(_Heads):
+    """Multi-head cross-attention: queries from ``x``, keys/values from a ``context`` (the text memory).
+
+    For decoding, :meth:`fill_cross_cache` projects the memory's keys/values once per prompt and
+    keeps them in ``self.cache``; ``forward(x)`` without a context then reads them, so a decode step
+    never re-projects the memory.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, *, bias: bool = True, dropout: float = 0.0):
+        super().__init__(d_model, n_heads, bias, dropout)
+        self.q = Linear(d_model, d_model, bias=bias)
+        self.kv = Linear(d_model, 2 * d_model, bias=bias)
+
     def project_kv(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cross-attention keys and values of ``context`` (B, S, D), each (B, H, S, Dh)."""
+        """Keys and values of ``context`` (B, S, D), each (B, H, S, Dh)."""
         k, v = self.kv(context).split(self.d_model, dim=-1)
         return self._heads(k), self._heads(v)
 
@@ -221,46 +291,15 @@ class Attention(nn.Module):
         self.cache.k.copy_(k)
         self.cache.v.copy_(v)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None,
-                *, input_pos: torch.Tensor | None = None, kv_len: int | None = None,
-                is_causal: bool = False) -> torch.Tensor:
-        B, T, D = x.shape
-        if self.cross:
-            q = self._heads(self.q(x))
-            if context is not None:
-                k, v = self.project_kv(context)
-            elif self.cache is not None:
-                k, v = self.cache.k, self.cache.v
-            else:
-                raise ValueError("cross-attention needs a context or a filled cross cache")
+    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> torch.Tensor:
+        if context is not None:
+            k, v = self.project_kv(context)
+        elif self.cache is not None:
+            k, v = self.cache.k, self.cache.v
         else:
-            q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            if input_pos is not None:
-                if self.cache is None:
-                    raise ValueError("input_pos given but no KV cache is set up (call setup_cache first)")
-                start = None if kv_len is None else kv_len - T  # eager: positions kv_len-T .. kv_len-1
-                k, v = self.cache.update(input_pos, k, v, start)
-                if kv_len is not None:  # eager decoding: attend to the filled prefix only
-                    k, v = k[:, :, :kv_len], v[:, :, :kv_len]
-        # An eager CPU decode step over the filled cache prefix (benchmarks/attention.py): a GEMV per head.
-        if (T == 1 and kv_len is not None and mask is None and not self.training and x.is_cpu
-                and x.dtype == torch.float32):
-            y = _one_query_attention(q, k, v)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=is_causal,
-                                               dropout_p=self.dropout if self.training else 0.0)
-        return self.out(y.transpose(1, 2).reshape(B, T, D))
-
-
-def _one_query_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Attention of one query per row, (B, H, 1, Dh), over a cache prefix (B, H, S, Dh), float32 on CPU.
-
-    A late decode step is bound by reading the cache. ``k @ q`` (a matrix-vector product per head)
-    reads it ~10% faster than SDPA's blocked kernel at 128-1000 keys, though not at 32
-    (``benchmarks/attention.py``), so cross-attention over the short text memory stays on SDPA.
-    """
-    scores = torch.matmul(k, q.transpose(-1, -2) * q.shape[-1] ** -0.5).squeeze(-1)  # (B, H, S)
-    return torch.matmul(scores.softmax(dim=-1).unsqueeze(-2), v)
+            raise ValueError("cross-attention needs a context or a filled cross cache")
+        return self._merge(attend(self._heads(self.q(x)), k, v, mask, dropout=self._dropout_p))
 
 
 class MLP(nn.Module):

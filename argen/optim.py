@@ -39,8 +39,12 @@ def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.1):
     return factor
 
 
+DECAYED = (torch.nn.Linear, torch.nn.Embedding, torch.nn.modules.conv._ConvNd)
+
+
 def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay the weights of linear and embedding layers only; norms and biases stay undecayed.
+    """The one weight-decay rule of both stages: decay the weights of linear, embedding and
+    convolution layers; norms, biases and free parameters (e.g. learned positions) stay undecayed.
 
     Chosen by module type, not tensor rank: FSDP flattens parameters, so rank says nothing there.
     """
@@ -49,6 +53,6 @@ def param_groups(module: torch.nn.Module, weight_decay: float) -> list[dict]:
         for name, p in m.named_parameters(recurse=False):
             if p.requires_grad and id(p) not in seen:  # tied weights appear in two modules
                 seen.add(id(p))
-                matrix = isinstance(m, (torch.nn.Linear, torch.nn.Embedding)) and name == "weight"
+                matrix = isinstance(m, DECAYED) and name == "weight"
                 (decay if matrix else no_decay).append(p)
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]

@@ -6,18 +6,16 @@ Image models write one captioned grid PNG. SVG models write a folder of ``.svg``
 
 from __future__ import annotations
 
-import os
+from argen.omp import prefer_passive_wait
 
-# Before torch loads OpenMP: spin-waiting threads stall each other whenever another process shares
-# the cores (a 2-core box running anything else ran 5-10x slower without this).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prefer_passive_wait()  # before anything loads torch (see argen/omp.py)
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
-from tqdm import tqdm
+from argen.sampling_config import add_sampling_args
+from argen.slug import slug
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -28,10 +26,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompts-file", help="a text file with one prompt per line")
     p.add_argument("--num-samples", type=int, default=4)
     p.add_argument("--out", default="samples.png", help="grid PNG (image models) or folder (SVG models)")
-    p.add_argument("--cfg-scale", type=float, default=None, help="default: the bundle's")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    add_sampling_args(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rerank", action="store_true", help="order samples by cond - uncond likelihood")
     p.add_argument("--no-cache", action="store_true", help="recompute every step (slow; for checking)")
@@ -40,7 +35,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="weights and KV cache (bfloat16 on GPU halves the bytes each step reads)")
     p.add_argument("--compile", action="store_true",
                    help="compile the decode step (torch.compile, CUDA graphs on GPU; the first batch compiles)")
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="rows sampled together, across prompts (prompts x samples are split into batches)")
     p.add_argument("--cell", type=int, default=128, help="grid cell size in pixels")
     return p.parse_args(argv)
 
@@ -60,12 +56,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:  # a missing or wrong bundle, or sampling settings out of range: one line, no traceback
         generator = Generator.from_pretrained(args.export, device=args.device, dtype=getattr(torch, args.dtype))
-        outputs = []
-        for prompt in tqdm(prompts, desc="sampling", unit="prompt"):
-            outputs += generator.generate(
-                [prompt], num_samples=args.num_samples, cfg_scale=args.cfg_scale, temperature=args.temperature,
-                top_k=args.top_k, top_p=args.top_p, seed=args.seed, rerank=args.rerank,
-                use_cache=not args.no_cache, batch_size=args.batch_size, compile=args.compile)
+        outputs = generator.generate(
+            prompts, num_samples=args.num_samples, cfg_scale=args.cfg_scale, temperature=args.temperature,
+            top_k=args.top_k, top_p=args.top_p, seed=args.seed, rerank=args.rerank, use_cache=not args.no_cache,
+            batch_size=args.batch_size, compile=args.compile, progress=True)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
     flat = [o for per_prompt in outputs for o in per_prompt]
@@ -77,8 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = out.with_suffix("") if out.suffix == ".png" else out
         folder.mkdir(parents=True, exist_ok=True)
         for i, (svg, caption) in enumerate(zip(flat, captions)):
-            slug = re.sub(r"[^a-z0-9]+", "-", caption.lower()).strip("-")[:40]
-            (folder / f"{i:04d}_{slug}.svg").write_text(svg)
+            (folder / f"{i:04d}_{slug(caption, 40)}.svg").write_text(svg)
         grid.save(folder / "contact_sheet.png")
         print(f"wrote {len(flat)} SVG files and {folder / 'contact_sheet.png'}")
     else:

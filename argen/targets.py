@@ -6,6 +6,12 @@ without ever branching on which.
 
 Token ids ``0 .. vocab_size-1`` are the target's own. The decoder adds one more id, ``vocab_size``,
 as its begin-of-sequence input; targets never see it except in :meth:`token_features`.
+
+Target kinds register themselves: a subclass that sets ``kind`` (the ``argen_kind`` its bundle's
+``config.json`` holds) is entered in :data:`TARGET_KINDS` when its module is imported, and
+:func:`load_target` looks the kind up there. This module never imports its subclasses, so the
+imports stay a DAG (``argen.vqgan.target`` and ``argen.svg.tokenizer`` import this one);
+:mod:`argen.generator`, which loads bundles of either kind, imports both.
 """
 
 from __future__ import annotations
@@ -15,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from argen.export import read_config
+
+TARGET_KINDS: dict[str, type[TargetTokenizer]] = {}
 
 
 @dataclass
@@ -71,6 +81,14 @@ class TargetTokenizer:
     feature_sizes: tuple[int, ...] = ()
     kind: str = "target"
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        kind = cls.__dict__.get("kind")
+        if kind is not None:  # a concrete kind (not a helper subclass that inherits one)
+            if kind in TARGET_KINDS and TARGET_KINDS[kind].__qualname__ != cls.__qualname__:
+                raise ValueError(f"target kind {kind!r} is already registered by {TARGET_KINDS[kind]}")
+            TARGET_KINDS[kind] = cls
+
     # -- training ---------------------------------------------------------------------------
     def encode_batch(self, batch: dict[str, Any]) -> torch.Tensor:
         """A collated data batch -> (B, L) long tensor of target ids, padded with ``pad_id``.
@@ -92,13 +110,30 @@ class TargetTokenizer:
         """Constraint automaton for sampling, or ``None`` when any token may follow any other."""
         return None
 
-    def decode(self, ids: torch.Tensor) -> list:
-        """(B, L) ids -> one output per row (a PIL image, an SVG string, …)."""
+    def decode(self, ids: torch.Tensor) -> Any:
+        """One sequence of ids (1-D, as ``encode`` returns them) -> one output (a PIL image, an SVG string, …)."""
+        return self.batch_decode(self._one_row(ids).unsqueeze(0))[0]
+
+    def batch_decode(self, ids: torch.Tensor) -> list:
+        """(B, L) ids -> one output per row."""
         raise NotImplementedError
+
+    @staticmethod
+    def _one_row(ids) -> torch.Tensor:
+        ids = torch.as_tensor(ids)
+        if ids.dim() != 1:
+            raise ValueError(f"decode takes one sequence of ids (1-D), got shape {tuple(ids.shape)}; "
+                             "use batch_decode for a (B, L) batch")
+        return ids
 
     # -- export -----------------------------------------------------------------------------
     def save_pretrained(self, directory: str | Path) -> None:
         """Write what :func:`load_target` needs to rebuild this target into ``directory``."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> TargetTokenizer:
+        """Rebuild the target that :meth:`save_pretrained` wrote to ``directory``, on ``device``."""
         raise NotImplementedError
 
     def to(self, device: torch.device | str) -> TargetTokenizer:
@@ -106,16 +141,11 @@ class TargetTokenizer:
 
 
 def load_target(directory: str | Path, device: str | torch.device = "cpu") -> TargetTokenizer:
-    """Rebuild a target tokenizer from the folder its ``save_pretrained`` wrote."""
-    from argen.export import read_config
-
+    """Rebuild a target tokenizer from the folder its ``save_pretrained`` wrote, on ``device``."""
     kind = read_config(directory).get("argen_kind")
-    if kind == "image_tokenizer":
-        from argen.vqgan import ImageTarget
-
-        return ImageTarget(str(directory), device=device)
-    if kind == "svg_tokenizer":
-        from argen.svg import SVGTokenizer
-
-        return SVGTokenizer.from_pretrained(directory)
-    raise ValueError(f"{directory}: unknown target kind {kind!r}")
+    cls = TARGET_KINDS.get(kind)
+    if cls is None:
+        raise ValueError(f"{directory}: unknown target kind {kind!r}; registered kinds: {sorted(TARGET_KINDS)} "
+                         "(a kind registers when its module is imported: argen.vqgan for image tokenizers, "
+                         "argen.svg for SVG; argen.Generator imports both)")
+    return cls.from_pretrained(directory, device=device)

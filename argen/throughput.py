@@ -16,6 +16,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_info
 
+from argen.contracts import ModelShape
+
 
 # -- model FLOPs ------------------------------------------------------------------------------------
 def forward_flops(config, text_len: int, target_len: int) -> dict[str, int]:
@@ -99,10 +101,10 @@ class Throughput(Callback):
     and, where the peak is known, ``perf/mfu``. Rates cover the steps since the previous log, with
     the device synchronised at both ends; validation time is left out.
 
-    The batch shape comes from ``pl_module.step_shape = (batch, text_len, target_len)`` when the
-    module sets it in ``training_step``, else from ``batch["text_ids"]`` and the target's
-    ``max_len``. FLOPs need ``pl_module.model_config`` (a ``TransformerConfig``); without it only
-    tokens/s and samples/s are logged.
+    The module's side of the contract is :class:`argen.contracts.ModelShape`: the batch shape comes
+    from ``pl_module.step_shape = (batch, text_len, target_len)``, set in ``training_step``, and FLOPs
+    from ``pl_module.model_config`` (a ``TransformerConfig``). A module without them gets the shape
+    from ``batch["text_ids"]`` and its target's ``max_len`` where it has those, and no FLOPs or MFU.
 
     Args:
         peak_flops: peak FLOP/s of one device; overrides the table (:data:`PEAK_FLOPS`). On CPU
@@ -138,7 +140,7 @@ class Throughput(Callback):
             if self.peak is None:
                 rank_zero_info(f"throughput: no peak FLOP/s known for {name!r}: logging tokens/s only "
                                "(pass Throughput(peak_flops=...) for MFU)")
-        config = getattr(pl_module, "model_config", None)
+        config = pl_module.model_config if isinstance(pl_module, ModelShape) else None
         per_token = f"{flops_per_token(config) / 1e9:.2f} GFLOP/target token at full length, " if config else ""
         peak = f"peak {self.peak / 1e12:.0f} TFLOP/s per device ({trainer.precision})" if self.peak else "no MFU"
         rank_zero_info(f"throughput: {trainer.world_size} x {name}, {per_token}{peak}")
@@ -147,10 +149,9 @@ class Throughput(Callback):
     @staticmethod
     def batch_shape(pl_module: pl.LightningModule, batch) -> tuple[int, int, int] | None:
         """(batch, text_len, target_len) of the step just taken, or ``None`` if unknown."""
-        shape = getattr(pl_module, "step_shape", None)
-        if shape is not None:
-            return tuple(int(x) for x in shape)
-        target = getattr(pl_module, "target", None)
+        if isinstance(pl_module, ModelShape) and pl_module.step_shape is not None:
+            return tuple(int(x) for x in pl_module.step_shape)
+        target = getattr(pl_module, "target", None)  # the fallback: a module that names its target
         if isinstance(batch, dict) and "text_ids" in batch and target is not None:
             B, S = batch["text_ids"].shape
             return B, S, target.max_len
@@ -165,7 +166,7 @@ class Throughput(Callback):
         shape = self.batch_shape(pl_module, batch)
         if shape is not None:
             B, S, L = shape
-            config = getattr(pl_module, "model_config", None)
+            config = pl_module.model_config if isinstance(pl_module, ModelShape) else None
             flops = training_flops(config, S, L) * B if config is not None else 0.0
             self._count += torch.tensor([B, B * L, flops], dtype=torch.float64)
         every = self.log_every_n_steps or trainer.log_every_n_steps

@@ -13,13 +13,12 @@ Recipes are plain LightningCLI YAML (``-c recipe.yaml``) with dotted overrides
 
 from __future__ import annotations
 
-import os
+from argen.omp import prefer_passive_wait
 
-# Before torch loads OpenMP: spin-waiting threads stall each other whenever another process shares
-# the cores (a 2-core box running anything else ran 5-10x slower without this).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prefer_passive_wait()  # before anything loads torch (see argen/omp.py)
 
 import logging
+import os
 from pathlib import Path
 
 from lightning.pytorch import LightningDataModule, LightningModule

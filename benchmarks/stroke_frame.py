@@ -36,7 +36,7 @@ def main() -> None:
         for svg in icons:
             ids = tok.encode(svg)
             lens.append(len(ids))
-            ious.append(raster_iou(svg, tok.decode_one(ids), 64))
+            ious.append(raster_iou(svg, tok.decode(ids), 64))
         print(f"| {frame} | {tol} | {np.percentile(lens, 50):.0f} | {np.percentile(lens, 90):.0f} | "
               f"{np.mean(ious):.4f} | {min(ious):.3f} |")
 

@@ -45,7 +45,7 @@ def round_trip(svgs: list[str], grids: list[int]) -> dict:
                 errors[e.reason] = errors.get(e.reason, 0) + 1
                 continue
             lengths.append(len(ids))
-            b = raster_coverage(tok.decode_one(ids))
+            b = raster_coverage(tok.decode(ids))
             ma, mb = a >= 0.5, b >= 0.5
             u = (ma | mb).sum()
             hard.append((ma & mb).sum() / u if u else 1.0)
@@ -81,7 +81,7 @@ def throughput(svgs: list[str], repeats: int) -> dict:
 
     def decode_all():
         for i in ids:
-            tok.decode_one(i)
+            tok.decode(i)
 
     res = {"encode_per_s": len(svgs) / timed(encode_all, repeats),
            "decode_per_s": len(svgs) / timed(decode_all, repeats)}

@@ -16,14 +16,12 @@ from PIL import Image
 from tokenizers import Tokenizer
 
 from argen.data import ShardDataModule, shapes
+from argen.data.recipes import prepare_recipe
 from argen.data.shards import (
     BadDataError,
     expand_shards,
     make_loader,
-    prepare_recipe,
-    resize_center_crop,
     shard_stats,
-    to_rgb,
     write_shards,
 )
 
@@ -120,32 +118,6 @@ def test_missing_shard_is_an_error_naming_it(tmp_path):
     dm = ShardDataModule(train_shards=str(tmp_path / "gone.tar"), num_workers=0)
     with pytest.raises(FileNotFoundError, match="gone.tar"):
         dm.setup("fit")
-
-
-# -- decoding --------------------------------------------------------------------------------------
-def test_mode_conversion():
-    rgba = Image.new("RGBA", (4, 4), (0, 0, 255, 0))
-    rgba.putpixel((1, 1), (0, 0, 255, 255))
-    out = np.asarray(to_rgb(rgba))
-    assert out.shape == (4, 4, 3) and tuple(out[0, 0]) == (255, 255, 255) and tuple(out[1, 1]) == (0, 0, 255)
-    la = Image.new("LA", (2, 2), (0, 128))
-    assert tuple(np.asarray(to_rgb(la))[0, 0]) == (127, 127, 127)
-    i16 = Image.fromarray(np.array([[0, 32896, 65535]], np.uint16))
-    assert np.asarray(to_rgb(i16))[0, :, 0].tolist() == [0, 128, 255]
-    f = Image.fromarray(np.array([[0.0, 0.5, 1.0]], np.float32))
-    assert np.asarray(to_rgb(f))[0, :, 0].tolist() == [0, 128, 255]
-    for mode in ("L", "1", "P", "CMYK", "YCbCr", "RGB", "I"):
-        img = to_rgb(gradient(6, 5).convert(mode))
-        assert img.mode == "RGB" and img.size == (6, 5)
-
-
-def test_resize_center_crop():
-    img = Image.new("RGB", (60, 20), (255, 0, 0))
-    img.paste((0, 255, 0), (20, 0, 40, 20))  # the centre square is green
-    out = np.asarray(resize_center_crop(img, 10))
-    assert out.shape == (10, 10, 3) and (out[..., 1] > 200).all()
-    tall = resize_center_crop(Image.new("RGB", (16, 50)), 32)
-    assert tall.size == (32, 32)
 
 
 def test_stats_counts_bad_samples(messy):

@@ -364,6 +364,10 @@ def test_cli_bad_input_is_a_clear_error(exports, tmp_path, capsys):
         err = capsys.readouterr().err
         assert "error:" in err and message in err, (argv, err)
     assert not (tmp_path / "o" / "report.md").exists()
+    # --seed would change nothing in a (deterministic) tokenizer evaluation: refused, no longer ignored
+    with pytest.raises(SystemExit):
+        main(["tokenizer", str(exports["tokenizer"]), "--shards", str(tmp_path / "x.tar"), "--out", out, "--seed", "3"])
+    assert "unrecognized arguments: --seed 3" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -424,6 +428,54 @@ def test_sample_cli_bad_input_is_a_clear_error(exports, tmp_path):
         sample_main([str(tmp_path / "missing"), "--prompt", "x"])
     with pytest.raises(SystemExit, match="num_samples"):
         sample_main([str(exports["image"]), "--prompt", "x", "--num-samples", "0"])
+
+
+def test_a_stored_top_k_can_be_switched_off_from_the_api_the_cli_and_yaml(exports, tmp_path):
+    """Regression: ``generate(top_k=None)`` used to mean "the export's top-k", so a stored top-k could
+    not be turned off; ``--top-k`` took only ints."""
+    import shutil
+
+    import yaml
+
+    from argen.generator import Generator
+    from argen.sample import main as sample_main
+    from argen.sampling_config import SamplingConfig
+    from argen.transformer.lit import Seq2SeqModule
+
+    stored = tmp_path / "top1"  # the SVG export, with top_k 1 stored as its default
+    shutil.copytree(exports["svg"], stored)
+    config = json.loads((stored / "config.json").read_text())
+    config["sampling"]["top_k"] = 1
+    (stored / "config.json").write_text(json.dumps(config))
+    top1, plain = Generator.from_pretrained(stored), Generator.from_pretrained(exports["svg"])
+    assert top1.sampling.top_k == 1 and plain.sampling.top_k is None
+    prompts, kw = ["home", "heart"], dict(num_samples=3, seed=1)
+    kept = top1.generate(prompts, **kw)
+    off = top1.generate(prompts, top_k=None, **kw)
+    assert off == plain.generate(prompts, **kw) and off != kept  # off from the API
+    assert plain.generate(prompts, top_k=1, **kw) == kept  # and on, where the export has it off
+
+    def cli(export, out, *extra):
+        assert sample_main([str(export), "--prompt", "home", "--prompt", "heart", "--num-samples", "3", "--seed",
+                            "1", "--out", str(out), *extra]) == 0
+        return [f.read_text() for f in sorted(out.glob("*.svg"))]
+
+    assert cli(stored, tmp_path / "cli-off", "--top-k", "off") == cli(exports["svg"], tmp_path / "cli-plain")
+    # --batch-size splits prompts x samples across prompts now (it used to batch within one prompt only);
+    # rows are seeded one by one, so the split changes nothing in the output
+    assert cli(stored, tmp_path / "cli-off-b4", "--top-k", "off", "--batch-size", "4") == cli(exports["svg"],
+                                                                                             tmp_path / "cli-plain")
+    assert cli(stored, tmp_path / "cli-kept") == [svg for row in kept for svg in row]
+
+    for text in ("sampling: {top_k: off, top_p: null}", "sampling: {top_k: null}", "sampling: {top_p: off}"):
+        module = Seq2SeqModule(target=plain.target, preset="demo", **yaml.safe_load(text))
+        assert module.sampling == SamplingConfig(cfg_scale=3.0, top_k=None, top_p=None), text
+    with pytest.raises(ValueError, match="top_k"):
+        Seq2SeqModule(target=plain.target, preset="demo", sampling={"top_k": -2})
+    with pytest.raises(ValueError, match="unknown sampling setting"):
+        Seq2SeqModule(target=plain.target, preset="demo", sampling={"topk": 3})
+    with pytest.raises(ValueError, match="cfg_scale must be a number"):
+        plain.generate(prompts, cfg_scale=None)  # ambiguous (no guidance? the export's?): refused
 
 
 # -- recognisability on a prepared icon corpus ------------------------------------------------------

@@ -1,8 +1,8 @@
 """The icons dataset: the pack, captions, the held-out split, and shards written and read back."""
 
 import io
-import json
 import itertools
+import json
 import subprocess
 import sys
 

@@ -234,7 +234,7 @@ def test_roundtrip_per_set_whole(key):
 def test_iconshop_icons_recipe_smoke_runs_on_cpu(roots, tmp_path):
     """train/iconshop-icons.yaml through the real CLI for a few CPU steps, on a fixture corpus (the
     model shrunk; everything else as the recipe says)."""
-    from argen.data.shards import tokenizer_for
+    from argen.data.recipes import tokenizer_for
 
     data = tmp_path / "icons"
     iconcorpus.prepare(data, roots=roots, sources=list(SETS), workers=1, progress=False)

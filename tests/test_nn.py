@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from argen.nn import MLP, Attention, KVCache, Linear, PositionalEmbedding, make_norm
+from argen.nn import MLP, CrossAttention, KVCache, Linear, PositionalEmbedding, SelfAttention, attend, make_norm
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
@@ -28,7 +28,7 @@ def split_heads(x, h):
 @pytest.fixture
 def attn():
     torch.manual_seed(0)
-    return Attention(32, 4).eval()
+    return SelfAttention(32, 4).eval()
 
 
 def test_self_attention_matches_reference_with_padding_mask(attn):
@@ -77,7 +77,7 @@ def test_static_cache_with_full_length_mask_equals_sliced(attn):
 def test_one_query_cache_steps_match_the_full_causal_pass():
     """Single-query steps over the cache prefix on CPU (the sampler's case) take the matmul path."""
     torch.manual_seed(2)
-    self_attn = Attention(32, 4).eval()
+    self_attn = SelfAttention(32, 4).eval()
     x = torch.randn(3, 6, 32)
     full = self_attn(x, is_causal=True)  # several queries: SDPA
     self_attn.cache = KVCache(3, 4, 6, 8, torch.float32)
@@ -93,7 +93,7 @@ def test_input_pos_without_cache_is_an_error(attn):
 
 def test_cross_attention_cache_equals_recomputing_and_reuses_buffers():
     torch.manual_seed(1)
-    cross = Attention(32, 4, cross=True).eval()
+    cross = CrossAttention(32, 4).eval()
     x, memory = torch.randn(2, 3, 32), torch.randn(2, 7, 32)
     mask = torch.tensor([[True] * 7, [True] * 4 + [False] * 3])[:, None, None, :]
     want = cross(x, memory, mask)
@@ -111,12 +111,36 @@ def test_cross_attention_cache_equals_recomputing_and_reuses_buffers():
 
 def test_cross_attention_without_memory_is_an_error():
     with pytest.raises(ValueError, match="context"):
-        Attention(16, 2, cross=True)(torch.randn(1, 1, 16))
+        CrossAttention(16, 2)(torch.randn(1, 1, 16))
 
 
 def test_heads_must_divide_width():
-    with pytest.raises(ValueError, match="divisible"):
-        Attention(30, 4)
+    for kind in (SelfAttention, CrossAttention):
+        with pytest.raises(ValueError, match="divisible"):
+            kind(30, 4)
+
+
+def test_arguments_that_do_not_apply_raise(attn):
+    """One class per kind of attention: what a kind cannot use is an error, never silently ignored."""
+    x = torch.randn(1, 1, 32)
+    with pytest.raises(ValueError, match="kv_len applies to cached decoding"):
+        attn(x, kv_len=1)
+    attn.cache = KVCache(1, 4, 4, 8, torch.float32)
+    with pytest.raises(ValueError, match="is_causal is for uncached"):
+        attn(x, input_pos=torch.tensor([0]), kv_len=1, is_causal=True)
+    cross = CrossAttention(32, 4)
+    for bad in ({"input_pos": torch.tensor([0])}, {"kv_len": 1}, {"is_causal": True}):
+        with pytest.raises(TypeError):
+            cross(x, torch.randn(1, 3, 32), **bad)
+
+
+@torch.no_grad()
+def test_the_one_kernel_gives_the_same_result_on_both_paths():
+    """attend(cache_read=True) on CPU float32 is the matrix-vector path; it equals SDPA's result."""
+    torch.manual_seed(3)
+    q, k, v = torch.randn(2, 4, 1, 8), torch.randn(2, 4, 50, 8), torch.randn(2, 4, 50, 8)
+    torch.testing.assert_close(attend(q, k, v, cache_read=True), attend(q, k, v), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(attend(q, k, v), reference_attention(q, k, v), atol=1e-6, rtol=1e-5)
 
 
 def test_norms_are_native_on_cpu_and_logged(caplog):

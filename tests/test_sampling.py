@@ -6,6 +6,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from argen.targets import Grammar, TargetTokenizer
 from argen.transformer import EncoderDecoder, TransformerConfig, generate, log_likelihood
+from argen.transformer import sampling as S
 from argen.transformer.sampling import rerank_scores, sample_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
@@ -90,6 +91,32 @@ def test_cached_equals_uncached_over_a_full_sequence(grid_model):
     assert fast.shape == (3, 36) and fast_logits.shape == (3, 36, V)
     assert torch.equal(fast, slow)
     assert (fast_logits - slow_logits).abs().max().item() <= 1e-4
+
+
+@pytest.mark.parametrize("guided", [False, True])
+def test_named_steps_compose_to_generate_and_check_k_tokens_at_once(grid_model, guided):
+    """The seam a speculative decoder uses: one cached pass gives the logits of k positions, equal to
+    k single steps; a rejected draft's cache slots need no clearing (kv_len bounds what is read)."""
+    ids, mask = prompts()
+    target = GridTarget()
+    kw = dict(seeds=[0, 1, 2], max_len=12, return_logits=True, **(dict(uncond_ids=UNCOND, cfg_scale=2.0)
+                                                                    if guided else {}))
+    ref, ref_logits = generate(grid_model, ids, mask, target, **kw)
+    state = S.start(grid_model, ids, mask, target, **kw)
+    with S.inference(grid_model):
+        S.setup_cache(grid_model, state)
+        S.prefill(grid_model, state)  # token 0
+        draft = torch.randint(0, V, (3, 4), generator=torch.Generator().manual_seed(0))
+        junk = S.forward_cached(grid_model, state, torch.cat([state.inputs[:, 1:2], draft], 1), 1, all_positions=True)
+        assert junk.shape == (3, 5, V)  # slots 1..5 now hold a wrong draft's keys and values
+        truth = torch.cat([state.inputs[:, 1:2], ref[:, 1:5]], 1)
+        at_once = S.forward_cached(grid_model, state, truth, 1, all_positions=True)
+        torch.testing.assert_close(at_once.float(), ref_logits[:, 1:6], atol=1e-4, rtol=1e-4)
+        S.forward_cached(grid_model, state, torch.cat([state.inputs[:, 1:2], draft], 1), 1)  # junk again
+        S.decode_n_tokens(grid_model, state, 100)  # from token 1, single steps over the junk slots
+    tokens, logits = state.result()
+    assert state.done and torch.equal(tokens, ref)
+    assert (logits - ref_logits).abs().max().item() <= 1e-4
 
 
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")

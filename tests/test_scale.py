@@ -45,7 +45,7 @@ class Probe(Callback):
 def fx(tmp_path_factory) -> Path:
     """Shapes shards (16 train shards of 4 samples), a text tokenizer and two untrained stage-1 exports:
     ``vq`` (16 px -> 4x4 tokens, the demo run) and ``vq-parti`` (32x32 tokens from 8192 codes, Parti's)."""
-    from argen.data.shards import prepare_recipe, tokenizer_for
+    from argen.data.recipes import prepare_recipe, tokenizer_for
     from argen.vqgan import VQGAN, ImageTokenizer, VQGANConfig
 
     d = tmp_path_factory.mktemp("scale")

@@ -151,3 +151,24 @@ def test_print_config_round_trips_with_overrides(tmp_path):
     assert config["checkpoint"]["dirpath"] is None  # resolved per run from default_root_dir
     (tmp_path / "printed.yaml").write_text(first)
     assert printed("-c", str(tmp_path / "printed.yaml")) == first  # the printed YAML is the same job
+
+
+def test_module_contracts_are_declared_and_checked(icons):
+    """argen.contracts: what Throughput and configure_model read off the modules, checked by type."""
+    from argen.contracts import ModelShape, TextData
+
+    dm = ShardDataModule(train_shards=str(icons / "train-*.tar"), text_tokenizer=str(icons / "tokenizer.json"),
+                         max_text_len=16, num_workers=0, load_image=False, load_svg=True)
+    assert isinstance(dm, TextData)
+    assert not isinstance(tiny_module(), ModelShape)  # no network yet: nothing to count
+    module = built(dm.text_tokenizer)
+    assert isinstance(module, ModelShape) and module.model_config.d_model == TINY["d_model"]
+
+    class NoText(pl.LightningDataModule):
+        def train_dataloader(self):
+            return [{"svg": []}]
+
+    trainer = pl.Trainer(max_steps=1, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False)
+    with pytest.raises(TypeError, match="text_tokenizer and max_text_len"):
+        trainer.fit(tiny_module(), NoText())

@@ -34,7 +34,7 @@ def round_trip(icons, grid: int) -> tuple[float, float, np.ndarray]:
             failed += 1
             continue
         lengths.append(len(ids))
-        ious.append(raster_iou(icon.svg, tok.decode_one(ids), 64))
+        ious.append(raster_iou(icon.svg, tok.decode(ids), 64))
     return 1 - failed / len(icons), float(np.mean(ious)), np.array(lengths)
 
 

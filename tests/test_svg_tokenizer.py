@@ -39,10 +39,15 @@ def test_is_a_target_tokenizer_with_the_iconshop_layout(tok):
 def test_decode_is_a_minimal_black_svg_that_reencodes_identically(tok):
     ids = tok.encode(ICON)
     assert ids.dtype == torch.long and ids.dim() == 1 and ids[-1] == tok.eos_id
-    out = tok.decode_one(ids)
+    out = tok.decode(ids)
     assert 'viewBox="0 0 64 64"' in out and 'fill="black"' in out and out.count("<path") == 3
     assert torch.equal(tok.encode(out), ids)
-    assert tok.decode(ids.unsqueeze(0)) == [out]
+    assert tok.batch_decode(ids.unsqueeze(0)) == [out]
+    assert tok.batch_decode(torch.stack([ids, ids])) == [out, out]
+    with pytest.raises(ValueError, match="batch_decode"):
+        tok.decode(ids.unsqueeze(0))  # one sequence in, one SVG out: a batch says so
+    with pytest.raises(ValueError, match="use decode"):
+        tok.batch_decode(ids)
     assert raster_iou(ICON, out, 64) > 0.95
     img = rasterize(out, 32)
     assert img.size == (32, 32) and img.mode == "RGB"
@@ -58,7 +63,7 @@ def test_cubics_with_controls_outside_the_grid_are_split_not_clamped():
     # flatten the bowl (IoU ~0.75); splitting keeps it
     s = f'<svg {NS} viewBox="0 0 24 24"><path d="M1 10C1 28 23 28 23 10Z"/></svg>'
     tok = SVGTokenizer(grid=64)
-    out = tok.decode_one(tok.encode(s))
+    out = tok.decode(tok.encode(s))
     assert out.count("C") >= 2 and raster_iou(s, out) > 0.97
 
 
@@ -136,22 +141,22 @@ def test_every_grammar_valid_sequence_and_every_truncation_decodes(tok):
     rng = random.Random(0)
     for _ in range(120):
         ids = sample_with_grammar(tok, rng, rng.randrange(4, 120))
-        svg = tok.decode_one(torch.tensor(ids))
+        svg = tok.decode(torch.tensor(ids))
         normalize_paths(svg, 64)  # strict parser accepts it
         rasterize(svg, 16)
     ids = tok.encode_fim(ICON, 1).tolist()
     for n in range(len(ids) + 1):
-        normalize_paths(tok.decode_one(torch.tensor(ids[:n], dtype=torch.long)), 64)
+        normalize_paths(tok.decode(torch.tensor(ids[:n], dtype=torch.long)), 64)
 
 
 def test_decode_tolerates_garbage_and_bos(tok):
     rng = random.Random(1)
     for _ in range(50):
         ids = [rng.randrange(-3, tok.vocab_size + 3) for _ in range(rng.randrange(0, 60))]
-        normalize_paths(tok.decode_one(torch.tensor(ids, dtype=torch.long)), 64)
+        normalize_paths(tok.decode(torch.tensor(ids, dtype=torch.long)), 64)
     ids = tok.encode(SQUARE)
     with_bos = torch.cat([torch.tensor([tok.vocab_size]), ids])
-    assert tok.decode_one(with_bos) == tok.decode_one(ids)
+    assert tok.decode(with_bos) == tok.decode(ids)
 
 
 def test_fim_moves_one_path_behind_markers_and_decodes_back(tok):
@@ -159,10 +164,10 @@ def test_fim_moves_one_path_behind_markers_and_decodes_back(tok):
     fim = tok.encode_fim(ICON, 1)
     assert len(fim) == len(plain) + 2 and (fim == T.HOLE).sum() == 1 and (fim == T.MIDDLE).sum() == 1
     assert fim.tolist().index(T.HOLE) < fim.tolist().index(T.MIDDLE)
-    assert tok.decode_one(fim) == tok.decode_one(plain)
+    assert tok.decode(fim) == tok.decode(plain)
     # a truncated FIM sequence (middle not written yet) still decodes: the hole stays empty
     cut = fim[: fim.tolist().index(T.MIDDLE) + 3]
-    assert tok.decode_one(cut).count("<path") == 2
+    assert tok.decode(cut).count("<path") == 2
 
 
 def test_encode_prefix_leaves_the_drawing_open(tok):
@@ -211,7 +216,7 @@ def test_encode_batch_with_fim_rate_one_is_all_fim_and_grammatical():
     ids = tok.encode_batch({"svg": [ICON, SQUARE, ICON]})
     assert ((ids == T.HOLE).sum(1) == 1).all() and ((ids == T.MIDDLE).sum(1) == 1).all()
     assert tok.grammar().accepts(ids).all()
-    assert tok.decode(ids)[0] == tok.decode_one(tok.encode(ICON))
+    assert tok.batch_decode(ids)[0] == tok.decode(tok.encode(ICON))
 
 
 def test_save_and_load_pretrained(tmp_path, tok):
@@ -223,6 +228,15 @@ def test_save_and_load_pretrained(tmp_path, tok):
     again = load_target(tmp_path / "t")
     assert isinstance(again, SVGTokenizer) and torch.equal(again.encode(ICON), tok.encode(ICON))
     assert tok.to("cpu") is tok
+    on_meta = load_target(tmp_path / "t", device="meta")  # the device is honoured (it was ignored)
+    assert on_meta.grammar().allowed.device.type == "meta"
+    assert back.grammar().allowed.device.type == "cpu"
+
+
+def test_decode_of_encode_is_an_svg_string(tok):
+    """Regression: decode(encode(svg)) was a one-element list (the batch contract), not an SVG."""
+    out = tok.decode(tok.encode(SQUARE))
+    assert isinstance(out, str) and out.startswith("<svg") and torch.equal(tok.encode(out), tok.encode(SQUARE))
 
 
 def test_constructible_from_lightning_cli_yaml():

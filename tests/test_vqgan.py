@@ -247,8 +247,13 @@ def test_image_target_contract(tmp_path):
     assert torch.equal(target.encode_batch({"image": x, "tokens": ids}), ids)
     with pytest.raises(ValueError, match=r"\(B, 16\)"):
         target.encode_batch({"tokens": ids[:, :8]})
-    images = target.decode(ids)
+    images = target.batch_decode(ids)
     assert len(images) == 3 and images[0].size == (16, 16) and images[0].mode == "RGB"
+    one = target.decode(ids[0])  # one sequence -> one image, the inverse of encode(one picture)
+    assert isinstance(one, Image.Image) and np.array_equal(np.asarray(one), np.asarray(images[0]))
+    assert torch.equal(target.encode(one), tok.encode([one])[0])
+    with pytest.raises(ValueError, match="batch_decode"):
+        target.decode(ids)
     target.save_pretrained(tmp_path / "copy")
     again = load_target(tmp_path / "copy")
     assert isinstance(again, ImageTarget) and torch.equal(again.encode_batch({"image": x}), ids)
@@ -266,7 +271,7 @@ def test_evaluate_reports_psnr_usage_perplexity():
 # -- Lightning ----------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    from argen.data.shards import prepare_recipe
+    from argen.data.recipes import prepare_recipe
 
     out = tmp_path_factory.mktemp("shapes16")
     prepare_recipe({"dataset": "shapes", "out": str(out), "train": 96, "val": 32, "size": 16, "seed": 0},
@@ -382,3 +387,23 @@ def test_demo_recipe_reaches_quality_targets(tmp_path):
     m = evaluate(ImageTokenizer.from_pretrained(run / "export"), fresh)
     print(json.dumps({"minutes": minutes, **m}))
     assert m["psnr"] >= 26 and m["usage"] >= 0.8, m
+
+
+def test_one_weight_decay_rule_for_both_stages():
+    """optim.param_groups (by module type, FSDP-safe) is the rule of both stages; on the VQGAN it
+    decays exactly what its own rank-based rule did before the two were folded into one."""
+    from argen.optim import param_groups
+    from argen.transformer import EncoderDecoder, TransformerConfig
+
+    vq = tiny()
+    decay, no_decay = param_groups(vq, 0.1)
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.1, 0.0)
+    by_rank = {id(p) for n, p in vq.named_parameters() if p.ndim >= 2 and not n.endswith((".row", ".col"))}
+    assert {id(p) for p in decay["params"]} == by_rank
+    net = EncoderDecoder(TransformerConfig(text_vocab_size=16, target_vocab_size=16, max_text_len=4, max_target_len=4,
+                                           d_model=16, n_heads=2, enc_layers=1, dec_layers=1, d_ff=32))
+    decay, no_decay = param_groups(net, 0.1)
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert all(names[id(p)].endswith("weight") and "norm" not in names[id(p)] for p in decay["params"])
+    assert all(names[id(p)].endswith("bias") or "norm" in names[id(p)] for p in no_decay["params"])
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))

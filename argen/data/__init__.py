@@ -8,7 +8,7 @@ _LAZY = {
     "expand_shards": "argen.data.shards",
     "make_loader": "argen.data.shards",
     "shard_stats": "argen.data.shards",
-    "prepare_recipe": "argen.data.shards",
+    "prepare_recipe": "argen.data.recipes",
     "BadDataError": "argen.data.shards",
 }
 

@@ -10,11 +10,9 @@
 
 from __future__ import annotations
 
-import os
+from argen.omp import prefer_passive_wait
 
-# Before torch loads OpenMP: spin-waiting threads stall each other whenever another process shares
-# the cores (a 2-core box running anything else ran 5-10x slower without this).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prefer_passive_wait()  # before anything loads torch (see argen/omp.py)
 
 import argparse
 import json
@@ -22,7 +20,7 @@ import sys
 
 
 def _prepare(args: argparse.Namespace) -> None:
-    from argen.data.shards import prepare_recipe
+    from argen.data.recipes import prepare_recipe
 
     recipe = {"dataset": args.dataset, "out": args.out, "per_shard": args.per_shard}
     if args.dataset == "shapes":
@@ -34,7 +32,7 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _tokenizer(args: argparse.Namespace) -> None:
-    from argen.data.shards import tokenizer_for
+    from argen.data.recipes import tokenizer_for
 
     tok = tokenizer_for(args.shards, args.vocab_size, args.out)
     print(f"wrote {args.out} ({tok.vocab_size} tokens)")

@@ -94,7 +94,7 @@ def measure(svg: str, grid: int = ROUNDTRIP_GRID) -> dict[str, Any]:
     try:
         ids = _TOK.encode(svg)
         original = raster_mask(svg, RASTER)
-        decoded = raster_mask(_TOK.decode_one(ids), RASTER)
+        decoded = raster_mask(_TOK.decode(ids), RASTER)
     except SVGError as e:
         return {"reason": e.reason}
     finally:

@@ -13,6 +13,9 @@ import io
 from pathlib import Path
 from typing import Any
 
+from argen.data.shards import default_per_shard, write_shards
+from argen.svg.rasterize import rasterize
+
 VAL_PERCENT = 5
 
 
@@ -22,7 +25,7 @@ def load_icons() -> list[tuple[str, str]]:
 
 
 def _icon_records() -> list:
-    try:
+    try:  # here, not at the top: an optional extra, needed only to read the icons
         import material_design_icons_pack as pack
     except ImportError as e:
         raise ImportError("the icons dataset needs the material-design-icons-pack package: "
@@ -46,13 +49,6 @@ def samples(split: str, format: str = "svg", size: int = 256):
     """Webdataset samples of one split: ``svg`` (SVG text) or ``png`` (rasterized, RGB on white)."""
     if format not in ("svg", "png"):
         raise ValueError(f"icons format must be 'svg' or 'png', got {format!r}")
-    rasterize = None
-    if format == "png":
-        try:
-            from argen.svg.rasterize import rasterize
-        except ImportError as e:
-            raise ImportError("prepare icons --format png needs argen.svg.rasterize and its rasterizer "
-                              "(pip install 'argen[svg]')") from e
     for icon in _icon_records():
         if split_of(icon.slug) != split:
             continue
@@ -61,7 +57,7 @@ def samples(split: str, format: str = "svg", size: int = 256):
                                   "json": {"caption": text, "slug": icon.slug, "split": split,
                                            "version": icon.version, "deprecated": icon.deprecated,
                                            "dataset": "icons"}}
-        if rasterize is None:
+        if format == "svg":
             sample["svg"] = icon.svg.encode("utf-8")
         else:
             buf = io.BytesIO()
@@ -74,8 +70,6 @@ def samples(split: str, format: str = "svg", size: int = 256):
 def prepare(out: str | Path, format: str = "svg", size: int = 256, per_shard: int | None = None,
             progress: bool = True) -> dict[str, list[Path]]:
     """Write ``out/train-NNNNNN.tar`` and ``out/val-NNNNNN.tar`` icon shards."""
-    from argen.data.shards import default_per_shard, write_shards
-
     counts = {"train": 0, "val": 0}
     for icon in _icon_records():
         counts[split_of(icon.slug)] += 1

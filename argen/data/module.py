@@ -7,9 +7,9 @@ from typing import Any
 
 from lightning.pytorch import LightningDataModule
 
-from argen.data.shards import expand_shards, folder_lock, make_loader, normalize_recipe, prepare_recipe
-
-DEFAULT_VOCAB = {"shapes": 128, "icons": 1000}
+from argen.data.recipes import DEFAULT_VOCAB, folder_lock, normalize_recipe, prepare_recipe, tokenizer_for
+from argen.data.shards import expand_shards, make_loader
+from argen.text import TextTokenizer
 
 
 class ShardDataModule(LightningDataModule):
@@ -73,8 +73,6 @@ class ShardDataModule(LightningDataModule):
         path = Path(self.text_tokenizer_path)
         with folder_lock(path.parent):
             if not path.is_file():
-                from argen.data.shards import tokenizer_for
-
                 vocab = self.recipe.get("vocab_size", DEFAULT_VOCAB[self.recipe["dataset"]])
                 tokenizer_for(self.train_shards, vocab, path)
 
@@ -91,8 +89,6 @@ class ShardDataModule(LightningDataModule):
     def text_tokenizer(self):
         """The :class:`argen.text.TextTokenizer` (None without ``text_tokenizer``), prepared if need be."""
         if self._tokenizer is None and self.text_tokenizer_path is not None:
-            from argen.text import TextTokenizer
-
             if self.recipe and not Path(self.text_tokenizer_path).is_file():
                 self.prepare_data()
             self._tokenizer = TextTokenizer.from_file(self.text_tokenizer_path)

@@ -28,6 +28,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 from scipy import ndimage
 
+from argen.data.shards import default_per_shard, write_shards
+
 COLORS = ("red", "green", "blue", "yellow", "purple", "orange")
 SHAPES = ("circle", "square", "triangle", "star")
 SIZES = ("small", "large")
@@ -382,8 +384,6 @@ def samples(split: str, n: int, size: int, seed: int = 0):
 def prepare(out: str | Path, train: int = 20000, val: int = 512, size: int = 32, seed: int = 0,
             per_shard: int | None = None, progress: bool = True) -> dict[str, list[Path]]:
     """Write ``out/train-NNNNNN.tar`` and ``out/val-NNNNNN.tar`` shapes shards."""
-    from argen.data.shards import default_per_shard, write_shards
-
     if train < 1 or val < 0:
         raise ValueError(f"shapes needs train ≥ 1 and val ≥ 0 samples, got train={train} val={val}")
     written = {}

@@ -14,10 +14,8 @@ A sample that cannot be used is skipped and counted by reason (and logged); when
 
 from __future__ import annotations
 
-import fcntl
 import glob
 import io
-import json
 import logging
 import math
 import os
@@ -27,16 +25,16 @@ import tarfile
 import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import webdataset as wds
-from PIL import Image
 from webdataset.gopen import gopen, gopen_schemes
 from webdataset.tariterators import group_by_keys, tar_file_expander
+
+from argen.images import open_image, prepare_image, to_tensor
 
 log = logging.getLogger("argen.data")
 
@@ -188,48 +186,12 @@ class SkipCounter:
 
 
 # -- decoding -------------------------------------------------------------------------------------
-def to_rgb(img: Image.Image) -> Image.Image:
-    """Any PIL mode -> RGB; transparency is composited on white, 16/32-bit gray scaled to 8 bits."""
-    if img.mode == "RGB":
-        return img
-    if img.mode == "P":
-        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-    elif img.mode in ("L", "RGB") and "transparency" in img.info:
-        img = img.convert("RGBA")
-    elif img.mode.startswith("I") or img.mode == "F":
-        a = np.asarray(img).astype(np.float64)
-        hi = 1.0 if img.mode == "F" and a.max(initial=0) <= 1.0 else 255.0
-        if img.mode.startswith("I;16") or a.max(initial=0) > 255:
-            hi = 65535.0
-        img = Image.fromarray(np.clip(a * (255.0 / hi), 0, 255).round().astype(np.uint8), "L")
-    if img.mode in ("LA", "La", "PA", "RGBa"):
-        img = img.convert("RGBA")
-    if img.mode == "RGBA":
-        white = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        return Image.alpha_composite(white, img).convert("RGB")
-    return img.convert("RGB")
-
-
-def resize_center_crop(img: Image.Image, size: int) -> Image.Image:
-    """Resize the shorter side to ``size`` and crop the centre square, in one resampling pass."""
-    w, h = img.size
-    if (w, h) == (size, size):
-        return img
-    s = min(w, h)
-    box = ((w - s) / 2, (h - s) / 2, (w + s) / 2, (h + s) / 2)
-    return img.resize((size, size), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
-
-
 def decode_image(data: bytes, size: int | None) -> tuple[np.ndarray, tuple[int, int], str]:
-    """Image bytes -> (H, W, 3) uint8 array at ``size`` (or as stored), original (w, h) and mode."""
-    img = Image.open(io.BytesIO(data))
-    orig, mode = img.size, img.mode
-    if size is not None and img.format == "JPEG":
-        img.draft(None, (size, size))  # let libjpeg decode at a reduced scale ≥ size
-    img = to_rgb(img)
-    if size is not None:
-        img = resize_center_crop(img, size)
-    return np.asarray(img), orig, mode
+    """Image bytes -> (H, W, 3) uint8 array at ``size`` (or as stored), original (w, h) and mode,
+    through :func:`argen.images.prepare_image`, the path the API's ``encode`` takes too."""
+    img = open_image(data)
+    orig, mode = img.size, img.mode  # before prepare_image drafts a JPEG to a smaller size
+    return np.asarray(prepare_image(img, size)), orig, mode
 
 
 class SampleDecoder:
@@ -293,8 +255,7 @@ class Collate:
     def __call__(self, samples: list[dict[str, Any]]) -> dict[str, Any]:
         batch: dict[str, Any] = {"key": [s["key"] for s in samples], "caption": [s["caption"] for s in samples]}
         if all("image" in s for s in samples):
-            images = torch.from_numpy(np.stack([s["image"] for s in samples]))
-            batch["image"] = images.permute(0, 3, 1, 2).float().div_(255.0)
+            batch["image"] = to_tensor([s["image"] for s in samples])
         if all("svg" in s for s in samples):
             batch["svg"] = [s["svg"] for s in samples]
         if all("tokens" in s for s in samples):
@@ -489,83 +450,3 @@ def write_shards(samples: Iterable[dict[str, Any]], out: str | Path, split: str,
         for s in tqdm(samples, total=total, desc=f"{out.name}/{split}", unit=" samples", disable=not progress):
             sink.write(s)
     return sorted(out.glob(f"{split}-*.tar"))
-
-
-# -- built-in recipes -----------------------------------------------------------------------------
-RECIPES: dict[str, dict[str, Any]] = {
-    "shapes": {"train": 20000, "val": 512, "size": 32, "seed": 0, "per_shard": None},
-    "icons": {"sources": "all", "common": 0, "format": "svg", "size": 256, "per_shard": None},
-}
-MARKER = "prepare.json"
-
-
-def normalize_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Check a ``{dataset: …, out: …, …}`` recipe and fill in its defaults (``vocab_size`` passes through)."""
-    recipe = dict(recipe)
-    name = recipe.pop("dataset", None)
-    if name not in RECIPES:
-        raise ValueError(f"prepare recipe needs dataset: one of {sorted(RECIPES)}, got {name!r}")
-    out = recipe.pop("out", None)
-    if not out:
-        raise ValueError(f"prepare recipe for {name!r} needs out: the folder to write shards to")
-    vocab = recipe.pop("vocab_size", None)
-    unknown = set(recipe) - set(RECIPES[name])
-    if unknown:
-        raise ValueError(f"prepare recipe for {name!r}: unknown keys {sorted(unknown)}; "
-                         f"allowed: dataset, out, vocab_size, {', '.join(RECIPES[name])}")
-    full = {"dataset": name, "out": str(out), **RECIPES[name], **recipe}
-    if vocab is not None:
-        full["vocab_size"] = int(vocab)
-    return full
-
-
-@contextmanager
-def folder_lock(folder: Path) -> Iterator[None]:
-    """Exclusive lock on ``folder`` so that ranks started together prepare data only once."""
-    folder.mkdir(parents=True, exist_ok=True)
-    with open(folder / ".lock", "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def prepare_recipe(recipe: dict[str, Any], progress: bool = True, force: bool = False) -> dict[str, Any]:
-    """Write a built-in dataset's shards unless ``out`` already holds this recipe's shards.
-
-    ``out/prepare.json`` records a finished recipe; a different recipe in the same folder is an
-    error rather than a silent reuse of the wrong data.
-    """
-    recipe = normalize_recipe(recipe)
-    shard_recipe = {k: v for k, v in recipe.items() if k != "vocab_size"}
-    out = Path(recipe["out"])
-    with folder_lock(out):
-        marker = out / MARKER
-        if marker.is_file() and not force:
-            done = json.loads(marker.read_text())
-            if done == shard_recipe:
-                return recipe
-            raise ValueError(f"{out} already holds shards of another recipe {done}, not {shard_recipe}; "
-                             "delete the folder, choose another out, or pass --force")
-        marker.unlink(missing_ok=True)
-        options = {k: v for k, v in shard_recipe.items() if k not in ("dataset", "out")}
-        if recipe["dataset"] == "shapes":
-            from argen.data import shapes
-
-            shapes.prepare(out, progress=progress, **options)
-        else:
-            from argen.data import iconcorpus
-
-            iconcorpus.prepare(out, progress=progress, **options)
-        marker.write_text(json.dumps(shard_recipe, indent=2) + "\n")
-    return recipe
-
-
-def tokenizer_for(shards: str | Sequence[str], vocab_size: int, out: str | Path, progress: bool = True):
-    """Train a text tokenizer on the shards' captions and save it to ``out``."""
-    from argen.text import TextTokenizer
-
-    tok = TextTokenizer.train(read_captions(shards, progress), vocab_size, show_progress=progress)
-    tok.save(out)
-    return tok

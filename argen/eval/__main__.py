@@ -8,22 +8,28 @@ fixed random conv net; every report names which. See docs/eval.md.
 
 from __future__ import annotations
 
-import os
+from argen.omp import prefer_passive_wait
 
-# Before torch loads OpenMP: spin-waiting threads stall each other whenever another process shares
-# the cores (a 2-core box running anything else ran 5-10x slower without this).
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+prefer_passive_wait()  # before anything loads torch (see argen/omp.py)
 
 import argparse
+import os
 import sys
 from pathlib import Path
+
+from argen.sampling_config import add_sampling_args
+
+
+def _seed(p: argparse.ArgumentParser) -> None:
+    """Only the subcommands that sample take --seed (tokenizer evaluation is deterministic: it used to
+    accept and ignore one)."""
+    p.add_argument("--seed", type=int, default=0, help="sampling seed: sample j of a prompt depends on (seed, j)")
 
 
 def _common(p: argparse.ArgumentParser, fid: bool = True) -> None:
     p.add_argument("--out", required=True, help="output folder for metrics.json, report.md and PNG grids")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1, …)")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--cell", type=int, default=96, help="grid cell size in pixels")
     p.add_argument("--wandb", action="store_true", help="also log to an offline W&B run under OUT/wandb")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -56,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--sweep-prompts", type=int, default=16, help="prompts in the CFG sweep (0: no sweep)")
     p.add_argument("--sweep-samples", type=int, default=2)
     p.add_argument("--fid-real", type=int, default=512, help="real renders for FID")
+    _seed(p)
     _common(p)
 
     p = sub.add_parser("svg", help="validity, uniqueness, novelty, FID on rasters and a contact sheet")
@@ -70,17 +77,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--corpus", default=None,
                    help="a folder from `python -m argen.data prepare icons`: its train shards are the training "
                         "icons, its eval/heldout.tsv the default prompts, and recognisability is measured")
+    _seed(p)
     _common(p)
 
     p = sub.add_parser("prompts", help="grids per category for a PartiPrompts-style TSV suite")
     p.add_argument("export", help="any generator export")
     p.add_argument("--prompts", required=True, help="TSV with a header: prompt, category, challenge[, …]")
     p.add_argument("--num-samples", type=int, default=4)
-    p.add_argument("--cfg-scale", type=float, default=None, help="default: the export's")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
+    add_sampling_args(p)
     p.add_argument("--rerank", action="store_true", help="order each prompt's samples by the model's reranking")
+    _seed(p)
     _common(p, fid=False)
     return parser.parse_args(argv)
 
@@ -98,11 +104,12 @@ def run(args: argparse.Namespace) -> dict:
     common = dict(out=args.out, batch_size=args.batch_size, device=args.device, cell=args.cell,
                   wandb=args.wandb, progress=not args.no_progress)
     if args.command != "prompts":
-        common.update(features=args.fid_features, inception_weights=args.inception_weights, seed=args.seed)
+        common.update(features=args.fid_features, inception_weights=args.inception_weights)
+    if args.command in ("shapes", "svg"):
+        common.update(seed=args.seed)
     if args.command == "tokenizer":
         from argen.eval.tokenizer import evaluate_tokenizer
 
-        common.pop("seed")
         return evaluate_tokenizer(args.export, args.shards, max_images=args.max_images, **common)
     if args.command == "shapes":
         from argen.eval.shapes import evaluate_shapes

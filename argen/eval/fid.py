@@ -24,8 +24,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch import nn
+
+from argen.images import prepare_image
 
 INCEPTION_FILE = "weights-inception-2015-12-05-6726825d.pth"  # torch-fidelity's file name
 INCEPTION_ENV = "ARGEN_INCEPTION_WEIGHTS"
@@ -128,7 +129,8 @@ def feature_extractor(kind: str = "auto", inception_path: str | Path | None = No
 def to_uint8(images: Iterable) -> torch.Tensor:
     """PIL images, or float (B, 3, H, W) tensors in [0, 1], -> one uint8 (B, 3, H, W) tensor.
 
-    PIL images of different sizes are resized to the first one's size (bilinear).
+    PIL images go through :func:`argen.images.prepare_image` at the first one's shorter side, so
+    real and generated pictures are read the way training reads them.
     """
     if isinstance(images, torch.Tensor):
         if images.dtype == torch.uint8:
@@ -137,9 +139,8 @@ def to_uint8(images: Iterable) -> torch.Tensor:
     images = list(images)
     if not images:
         raise ValueError("no images to extract features from")
-    size = images[0].size
-    arrays = [np.asarray(im.convert("RGB").resize(size, Image.Resampling.BILINEAR) if im.size != size
-                         else im.convert("RGB")) for im in images]
+    side = min(images[0].size)
+    arrays = [np.asarray(prepare_image(im, side)) for im in images]
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).contiguous()
 
 

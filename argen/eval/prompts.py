@@ -13,6 +13,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from argen.sampling_config import UNSET
+from argen.slug import slug
+
 
 @dataclass
 class PromptRow:
@@ -83,16 +86,17 @@ def by_category(rows: list[PromptRow]) -> dict[str, list[PromptRow]]:
 
 
 def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, num_samples: int = 4,
-                     seed: int = 0, cfg_scale: float | None = None, temperature: float | None = None,
-                     top_k: int | None = None, top_p: float | None = None, rerank: bool = False,
+                     seed: int = 0, cfg_scale: float = UNSET, temperature: float = UNSET,
+                     top_k: int | None = UNSET, top_p: float | None = UNSET, rerank: bool = False,
                      batch_size: int = 64, device: str = "cpu", cell: int = 96, wandb: bool = False,
                      progress: bool = True) -> dict[str, Any]:
     """Sample every prompt of a suite; one grid per category (rows: prompts, columns: samples).
 
     Image models whose prompts are all shapes captions also get compositional accuracy per
     category; SVG models get validity per category and their ``.svg`` files under ``OUT/svg``.
+    Sampling settings left out are the export's (see :class:`argen.sampling_config.SamplingConfig`).
     """
-    from argen.eval.report import Report, slug
+    from argen.eval.report import Report
     from argen.export import read_config
     from argen.generator import Generator
 
@@ -102,13 +106,13 @@ def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, n
         raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
     gen = Generator.from_pretrained(export, device=device)
     kind = gen.target.kind
-    settings = {"cfg_scale": cfg_scale, "temperature": temperature, "top_k": top_k, "top_p": top_p}
+    sampling = gen.sampling.override(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
     report = Report(out, f"argen eval prompts: {Path(prompts).name} on {export}", {
         "subcommand": "prompts", "export": str(export), "prompts": str(prompts), "target": kind,
         "num_prompts": len(rows), "num_samples": num_samples, "seed": seed, "rerank": rerank,
-        "sampling": {**gen.sampling, **{k: v for k, v in settings.items() if v is not None}}}, wandb)
+        "sampling": sampling.to_dict()}, wandb)
     outputs = gen.generate([r.prompt for r in rows], num_samples=num_samples, seed=seed, rerank=rerank,
-                           batch_size=batch_size, progress=progress, **settings)
+                           batch_size=batch_size, progress=progress, **sampling.to_dict())
     groups = by_category(rows)
     index = {id(r): i for i, r in enumerate(rows)}
     shapes_scores = _shapes_scores(rows, outputs) if kind == "image_tokenizer" else None
@@ -156,7 +160,7 @@ def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, n
         folder.mkdir(exist_ok=True)
         for i, (r, per) in enumerate(zip(rows, outputs)):
             for j, svg in enumerate(per):
-                (folder / f"{i:04d}-{j}-{slug(r.prompt)[:40]}.svg").write_text(svg)
+                (folder / f"{i:04d}-{j}-{slug(r.prompt, 40)}.svg").write_text(svg)
         report.text(f"SVG files: `{folder.name}/`.")
     report.write()
     return report.metrics

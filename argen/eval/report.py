@@ -13,13 +13,15 @@ import json
 import math
 import os
 import platform
-import re
 import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from argen.grid import image_grid
+from argen.slug import slug
 
 
 def fmt(value: Any, percent: bool = False) -> str:
@@ -78,10 +80,6 @@ def sampling_text(sampling: dict[str, Any]) -> str:
     return ", ".join(f"{k} {'none' if v is None else fmt(v)}" for k, v in sampling.items())
 
 
-def slug(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "grid"
-
-
 class Report:
     """Collects an evaluation's output in reading order and writes it to ``out``.
 
@@ -131,8 +129,6 @@ class Report:
              cell: int = 96, caption_lines: int = 2) -> Path:
         """Tile ``images`` (PIL or SVG strings) with :func:`argen.grid.image_grid`, save
         ``out/<name>.png``, embed it here and log it to W&B."""
-        from argen.grid import image_grid
-
         path = self.out / f"{slug(name)}.png"
         image_grid(images, captions, ncol=ncol, cell=cell, caption_lines=caption_lines).save(path)
         self.grids.append(path)

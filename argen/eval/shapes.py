@@ -124,7 +124,7 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
         "subcommand": "shapes", "export": str(export), "prompts": len(prompts), "num_samples": num_samples,
         "rerank": "model (cond - uncond log-likelihood)", "cfg_scales": list(cfg_scales),
         "sweep_prompts": sweep_prompts, "sweep_samples": sweep_samples, "fid_real": fid_real, "seed": seed,
-        "sampling": gen.sampling, "fid_features": fid.name}, wandb)
+        "sampling": gen.sampling.to_dict(), "fid_features": fid.name}, wandb)
 
     # -- main run: the suite, num_samples each, reranked ----------------------------------------
     outputs = gen.generate(prompts, num_samples=num_samples, seed=seed, rerank=True, batch_size=batch_size,
@@ -186,7 +186,7 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
 
     report.section("Compositional accuracy", f"""
 {len(prompts)} prompts (`argen.data.shapes.prompt_suite`), {num_samples} samples each at the export's
-default guidance (cfg {gen.sampling['cfg_scale']}), seed {seed}. Columns without a suffix average over
+default guidance (cfg {gen.sampling.cfg_scale}), seed {seed}. Columns without a suffix average over
 **all** samples (one random sample's chance); `_reranked` columns take the sample the model ranks
 first (conditional minus unconditional log-likelihood). `color_shape`: each named object present with
 its colour and shape; `full`: also object count, stated sizes and relation; `relation_ok`: two-object

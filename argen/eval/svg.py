@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from argen.eval.prompts import PromptRow, read_prompts
+from argen.slug import slug
 
 DEFAULT_PROMPTS = 32
 
@@ -75,7 +76,7 @@ def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -
     out = []
     for svg in tqdm(icons, desc="tokenizing training icons", unit=" icons", disable=not progress):
         try:
-            out.append(tokenizer.decode_one(tokenizer.encode(svg)))
+            out.append(tokenizer.decode(tokenizer.encode(svg)))
         except SVGError:
             continue
     return out
@@ -108,7 +109,7 @@ def through_tokenizer(tokenizer, svgs: list[str]) -> list[str | None]:
     for svg in svgs:
         try:
             ids = tokenizer.encode(svg)
-            out.append(tokenizer.decode_one(ids) if len(ids) <= tokenizer.max_len else None)
+            out.append(tokenizer.decode(ids) if len(ids) <= tokenizer.max_len else None)
         except SVGError:
             out.append(None)
     return out
@@ -177,7 +178,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     from argen.data.icons import load_icons, split_of
     from argen.eval import check_generator
     from argen.eval.fid import FID, fid_kid
-    from argen.eval.report import Report, sampling_text, slug
+    from argen.eval.report import Report, sampling_text
     from argen.generator import Generator
     from argen.svg.metrics import novelty as novelty_of
     from argen.svg.metrics import pairwise_iou, raster_masks, uniqueness
@@ -192,7 +193,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     gen = Generator.from_pretrained(export, device=device)
     report = Report(out, f"argen eval svg: {export}", {
         "subcommand": "svg", "export": str(export), "prompts": str(prompts) if prompts else "held-out icons",
-        "num_prompts": len(rows), "num_samples": num_samples, "seed": seed, "sampling": gen.sampling,
+        "num_prompts": len(rows), "num_samples": num_samples, "seed": seed, "sampling": gen.sampling.to_dict(),
         "tokenizer": repr(gen.target), "raster_size": raster_size, "train_limit": train_limit,
         "corpus": str(corpus) if corpus else None,
         "fid_features": fid.name}, wandb)
@@ -204,7 +205,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     folder.mkdir(exist_ok=True)
     for i, (r, per) in enumerate(zip(rows, outputs)):
         for j, svg in enumerate(per):
-            (folder / f"{i:04d}-{j}-{slug(r.prompt)[:40]}.svg").write_text(svg)
+            (folder / f"{i:04d}-{j}-{slug(r.prompt, 40)}.svg").write_text(svg)
 
     # -- validity, uniqueness, novelty --------------------------------------------------------------
     masks, valid = raster_masks(samples)
@@ -303,7 +304,7 @@ place of the samples (how often a drawing of the concept from this set is neares
 in the other sets).""")
         report.table("recognisability", [{"what": k, "value": v} for k, v in r.items()])
     report.section("Sample quality", f"""
-{len(rows)} prompts × {num_samples} samples (seed {seed}; sampling: {sampling_text(gen.sampling)}).
+{len(rows)} prompts × {num_samples} samples (seed {seed}; sampling: {sampling_text(gen.sampling.to_dict())}).
 **Validity**: the strict parser accepts the SVG and resvg renders it. **Uniqueness**
 (IconShop): share of valid samples identical to no other sample. **Novelty**: share of valid samples
 identical to no training icon. *Identical* = raster IoU of 64 px masks ≥ 0.98. **IoU to reference**:

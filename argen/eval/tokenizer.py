@@ -45,8 +45,9 @@ def evaluate_tokenizer(export: str | Path, shards: str | Sequence[str], out: str
     from argen.eval.fid import FID, fid_kid, to_uint8
     from argen.eval.report import Report
     from argen.export import read_config
+    from argen.images import to_pil
     from argen.vqgan import ImageTokenizer
-    from argen.vqgan.target import code_stats, to_pil
+    from argen.vqgan.target import code_stats
 
     try:
         read_config(export, "image_tokenizer")

@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from argen.export import CONFIG, read_config
 from argen.svg import tokens as T
 from argen.svg.errors import SVGError
 from argen.svg.geometry import Path, Segment
@@ -51,6 +52,7 @@ class SVGTokenizer(TargetTokenizer):
         self.feature_sizes = (grid + 1, grid + 1)
         self.skipped: Counter[str] = Counter()
         self._grammar: Grammar | None = None
+        self._device = torch.device("cpu")
         self._cache: dict[str, list[list[int]] | SVGError] = {}
 
     def __repr__(self) -> str:
@@ -172,24 +174,31 @@ class SVGTokenizer(TargetTokenizer):
 
     def grammar(self) -> Grammar:
         if self._grammar is None:
-            self._grammar = T.build_grammar(self.grid)
+            self._grammar = T.build_grammar(self.grid).to(self._device)
         return self._grammar
 
-    # -- tokens -> SVG ---------------------------------------------------------------------------
-    def decode(self, ids: torch.Tensor) -> list[str]:
-        """(B, L) ids -> one SVG per row. Lenient: unfinished commands, tokens out of place and ids
-        outside the vocabulary (e.g. the decoder's BOS) are dropped; never raises on a row."""
-        if isinstance(ids, torch.Tensor):
-            if ids.dim() == 1:
-                ids = ids.unsqueeze(0)
-            rows = ids.tolist()
-        else:
-            rows = [list(r) for r in ids]
-        return [self._decode_row(r) for r in rows]
+    def to(self, device: str | torch.device) -> SVGTokenizer:
+        """Keep the grammar tables (its only tensors) on ``device``, so sampling there copies nothing."""
+        self._device = torch.device(device)
+        if self._grammar is not None:
+            self._grammar = self._grammar.to(self._device)
+        return self
 
-    def decode_one(self, ids: torch.Tensor) -> str:
-        """1-D ids -> one SVG string."""
-        return self.decode(torch.as_tensor(ids).reshape(1, -1))[0]
+    # -- tokens -> SVG ---------------------------------------------------------------------------
+    def decode(self, ids: torch.Tensor) -> str:
+        """1-D ids (what :meth:`encode` returns) -> one SVG string, so ``decode(encode(svg))`` is an SVG.
+
+        Lenient: unfinished commands, tokens out of place and ids outside the vocabulary (e.g. the
+        decoder's BOS) are dropped; never raises on a row's content.
+        """
+        return self._decode_row(self._one_row(ids).tolist())
+
+    def batch_decode(self, ids: torch.Tensor) -> list[str]:
+        """(B, L) ids -> one SVG per row (see :meth:`decode`)."""
+        ids = torch.as_tensor(ids)
+        if ids.dim() != 2:
+            raise ValueError(f"batch_decode takes (B, L) ids, got shape {tuple(ids.shape)}; use decode for one")
+        return [self._decode_row(r) for r in ids.tolist()]
 
     def decode_paths(self, ids: list[int]) -> list[list[tuple[tuple[int, int], list[tuple]]]]:
         """Ids -> grid-cell paths (FIM middle re-inserted at its hole)."""
@@ -253,38 +262,12 @@ class SVGTokenizer(TargetTokenizer):
         paths = self.decode_paths(ids)
         return paths_to_svg(paths, self.grid, fmt=lambda v: str(int(v)))
 
-    def cells_to_tokens(self, paths: list[list[tuple[tuple[int, int], list[Segment]]]]) -> list[int]:
-        """Inverse of :meth:`decode_paths` for drawings already on the grid (no FIM)."""
-        out: list[int] = []
-        for path in paths:
-            out.append(T.PATH)
-            for start, segs in path:
-                out += [T.CMD_M, self._point(start)]
-                for seg in segs:
-                    out.append(T.CMD_L if len(seg) == 1 else T.CMD_C)
-                    out.extend(self._point(p) for p in seg)
-        return out + [T.EOS]
-
-    def token_names(self, ids: torch.Tensor) -> list[str]:
-        """Readable names for ids (debugging): specials by name, points as ``(x,y)``."""
-        out = []
-        for t in torch.as_tensor(ids).reshape(-1).tolist():
-            if 0 <= t < T.OFFSET:
-                out.append(T.SPECIAL_NAMES[t])
-            elif T.OFFSET <= t < self.vocab_size:
-                out.append(f"({(t - T.OFFSET) % self.grid},{(t - T.OFFSET) // self.grid})")
-            else:
-                out.append(f"<{t}>")
-        return out
-
     # -- export ----------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
         return {"grid": self.grid, "max_len": self.max_len, "fim_rate": self.fim_rate}
 
     def save_pretrained(self, directory: str | FsPath) -> None:
         """Write ``config.json`` (``argen_kind: svg_tokenizer`` and the constructor args)."""
-        from argen.export import CONFIG
-
         directory = FsPath(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"argen_kind": self.kind, **self.config(), "vocab_size": self.vocab_size,
@@ -292,8 +275,8 @@ class SVGTokenizer(TargetTokenizer):
         (directory / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | FsPath) -> SVGTokenizer:
-        from argen.export import read_config
-
+    def from_pretrained(cls, directory: str | FsPath, device: str | torch.device = "cpu") -> SVGTokenizer:
+        """The tokenizer :meth:`save_pretrained` wrote; its grammar tables are built on ``device``."""
         config = read_config(directory, cls.kind)
-        return cls(grid=config["grid"], max_len=config["max_len"], fim_rate=config.get("fim_rate", 0.0))
+        tok = cls(grid=config["grid"], max_len=config["max_len"], fim_rate=config.get("fim_rate", 0.0))
+        return tok.to(device)

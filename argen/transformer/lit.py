@@ -15,8 +15,10 @@ import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 
+from argen.contracts import TextData
 from argen.export import save_bundle
 from argen.optim import adamw, param_groups, warmup_cosine
+from argen.sampling_config import SamplingConfig
 from argen.targets import TargetTokenizer
 from argen.transformer.model import EncoderDecoder, config_from_preset
 
@@ -31,7 +33,9 @@ class Seq2SeqModule(pl.LightningModule):
             also models p(target) and sampling can use classifier-free guidance.
         sample_every_n_steps: log a captioned grid of samples this often (0: never).
         sampling: default sampling settings stored in the export (``cfg_scale``, ``temperature``,
-            ``top_k``, ``top_p``); ``Generator.generate`` uses them when not told otherwise.
+            ``top_k``, ``top_p``; ``null`` or ``off`` for no filter), read by
+            :class:`argen.sampling_config.SamplingConfig`; ``Generator.generate`` uses them when not
+            told otherwise.
     """
 
     def __init__(self, target: TargetTokenizer, preset: str = "demo", arch: dict | None = None,
@@ -44,7 +48,7 @@ class Seq2SeqModule(pl.LightningModule):
         self.target = target
         self.net: EncoderDecoder | None = None
         self.text_tokenizer = None
-        self.sampling = {"cfg_scale": 3.0, "temperature": 1.0, "top_k": None, "top_p": None, **(sampling or {})}
+        self.sampling = SamplingConfig.from_dict(sampling)  # a bad setting fails here, not at export
         self._val_counts: torch.Tensor | None = None
         self.step_shape: tuple[int, int, int] | None = None
 
@@ -52,6 +56,10 @@ class Seq2SeqModule(pl.LightningModule):
     def configure_model(self) -> None:
         if self.net is None:
             dm = self.trainer.datamodule
+            if not isinstance(dm, TextData):
+                raise TypeError(f"Seq2SeqModule builds its network from the data module's text_tokenizer and "
+                                f"max_text_len (argen.contracts.TextData, e.g. argen.data.ShardDataModule); "
+                                f"got {type(dm).__name__}")
             self.build(dm.text_tokenizer, dm.max_text_len)
 
     def build(self, text_tokenizer, max_text_len: int) -> EncoderDecoder:
@@ -84,6 +92,7 @@ class Seq2SeqModule(pl.LightningModule):
 
     @property
     def model_config(self):
+        """The network's config (``argen.contracts.ModelShape``, read by ``argen.throughput.Throughput``)."""
         return getattr(self.net, "_orig_mod", self.net).config
 
     # -- one step ---------------------------------------------------------------------------
@@ -193,7 +202,7 @@ class Seq2SeqModule(pl.LightningModule):
             state_dict = {f"net.{k}": v for k, v in net.state_dict().items()}
         weights = {k.removeprefix("net.").replace("_orig_mod.", ""): v
                    for k, v in state_dict.items() if k.startswith("net.")}
-        config = {"transformer": net.config.to_dict(), "sampling": self.sampling,
+        config = {"transformer": net.config.to_dict(), "sampling": self.sampling.to_dict(),
                   "text_tokenizer": "text_tokenizer.json", "target": "target",
                   "max_text_len": net.config.max_text_len}
         save_bundle(directory, "generator", config, weights)

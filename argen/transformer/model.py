@@ -16,7 +16,19 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from argen.nn import MLP, NORMS, Attention, KVCache, Linear, PackedWeight, PositionalEmbedding, make_norm, reusable
+from argen import presets
+from argen.nn import (
+    MLP,
+    NORMS,
+    CrossAttention,
+    KVCache,
+    Linear,
+    PackedWeight,
+    PositionalEmbedding,
+    SelfAttention,
+    make_norm,
+    reusable,
+)
 
 
 @dataclass
@@ -76,13 +88,7 @@ PRESETS: dict[str, dict] = {
 
 def config_from_preset(name: str, **overrides) -> TransformerConfig:
     """The named preset's config with ``overrides`` applied (e.g. ``target_vocab_size=1024``)."""
-    if name not in PRESETS:
-        raise ValueError(f"unknown transformer preset {name!r}; choose one of {sorted(PRESETS)}")
-    fields = {f.name for f in dataclasses.fields(TransformerConfig)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"unknown TransformerConfig field(s) {unknown}; valid: {sorted(fields)}")
-    return TransformerConfig(**{**PRESETS[name], **overrides})
+    return presets.config_from_preset(TransformerConfig, PRESETS, name, "transformer", **overrides)
 
 
 class EncoderBlock(nn.Module):
@@ -91,7 +97,7 @@ class EncoderBlock(nn.Module):
     def __init__(self, c: TransformerConfig):
         super().__init__()
         self.norm1, self.norm2 = make_norm(c.norm, c.d_model), make_norm(c.norm, c.d_model)
-        self.attn = Attention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout)
+        self.attn = SelfAttention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout)
         self.mlp = MLP(c.d_model, c.d_ff, bias=c.bias, dropout=c.dropout)
         self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
 
@@ -106,8 +112,8 @@ class DecoderBlock(nn.Module):
     def __init__(self, c: TransformerConfig):
         super().__init__()
         self.norm1, self.norm2, self.norm3 = (make_norm(c.norm, c.d_model) for _ in range(3))
-        self.self_attn = Attention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout)
-        self.cross_attn = Attention(c.d_model, c.n_heads, cross=True, bias=c.bias, dropout=c.dropout)
+        self.self_attn = SelfAttention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout)
+        self.cross_attn = CrossAttention(c.d_model, c.n_heads, bias=c.bias, dropout=c.dropout)
         self.mlp = MLP(c.d_model, c.d_ff, bias=c.bias, dropout=c.dropout)
         self.drop = nn.Dropout(c.dropout) if c.dropout > 0 else None  # None: no module call per decode step
 
@@ -123,6 +129,9 @@ class DecoderBlock(nn.Module):
         x = self._residual(x, self.self_attn(self.norm1(x), mask=self_mask, input_pos=input_pos, kv_len=kv_len,
                                              is_causal=causal))
         if copies > 1:
+            # Guided decoding, first layer: cond and uncond rows read the same tokens, so the
+            # self-attention above ran (and cached K/V) once for both; they part here, where the
+            # memory differs. Later layers see different inputs and run on all 2B rows.
             x = x.repeat(copies, 1, 1)
         x = self._residual(x, self.cross_attn(self.norm2(x), memory, memory_mask))
         return self._residual(x, self.mlp(self.norm3(x)))
@@ -300,7 +309,7 @@ class EncoderDecoder(nn.Module):
             old.copy_(bias)
         else:
             self._memory_bias = bias
-        if pack:
+        if pack:  # CPU decoding: weights prepacked once for oneDNN, not re-packed by every matmul
             for block, rows in zip(self.decoder, self_rows):
                 for name, m in block.named_modules():
                     if isinstance(m, Linear):
@@ -324,13 +333,16 @@ class EncoderDecoder(nn.Module):
         self.unpack()
 
     def decode_step(self, inputs: torch.Tensor, features: torch.Tensor | None, input_pos: torch.Tensor,
-                    kv_len: int | None = None, cfg_scale: float | None = None) -> torch.Tensor:
-        """Logits (B, V) of the token after ``inputs`` (B, T) placed at positions ``input_pos`` (T,).
+                    kv_len: int | None = None, cfg_scale: float | None = None,
+                    all_positions: bool = False) -> torch.Tensor:
+        """Logits (B, V) of the token after ``inputs`` (B, T) placed at positions ``input_pos`` (T,);
+        with ``all_positions``, the logits after each of the T inputs, (B, T, V).
 
-        T > 1 prefills several positions in one pass. With ``kv_len`` (eager), the positions are
-        the last T of the filled prefix, ``kv_len - T .. kv_len - 1``, and attention reads only
-        the first ``kv_len`` cache slots; without it (static shapes for ``torch.compile``), any
-        positions may be given and attention reads the whole cache under a position mask.
+        T > 1 prefills (or, with ``all_positions``, checks) several positions in one pass. With
+        ``kv_len`` (eager), the positions are the last T of the filled prefix, ``kv_len - T .. kv_len - 1``,
+        and attention reads only the first ``kv_len`` cache slots; without it (static shapes for
+        ``torch.compile``), any positions may be given and attention reads the whole cache under a
+        position mask.
 
         After ``setup_cache(..., guided=True)``, ``cfg_scale`` is required and ``inputs`` are the
         B token rows shared by the 2B [cond; uncond] memory rows: the first layer's self-attention
@@ -351,11 +363,12 @@ class EncoderDecoder(nn.Module):
         for i, block in enumerate(self.decoder):
             copies = 2 if self._guided and i == 0 else 1
             x = block(x, None, self._memory_bias, mask, input_pos, kv_len, copies)
-        hidden = self.dec_norm(x[:, -1])
+        hidden = self.dec_norm(x if all_positions else x[:, -1])
         return self.logits(hidden) if cfg_scale is None else self.guided_logits(hidden, cfg_scale)
 
     def guided_logits(self, hidden: torch.Tensor, cfg_scale: float) -> torch.Tensor:
-        """Classifier-free guidance ``u + s * (c - u)`` for normed states (2B, D) of [cond; uncond] rows.
+        """Classifier-free guidance ``u + s * (c - u)`` for normed states (2B, D) or (2B, T, D) of
+        [cond; uncond] rows.
 
         The head is affine and the weights (1 - s, s) sum to one, so mixing the states before the
         head equals mixing the logits after it, at half the cost of the largest matmul.

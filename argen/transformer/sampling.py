@@ -1,20 +1,29 @@
-"""Autoregressive sampling from an :class:`~argen.transformer.model.EncoderDecoder`.
+"""Autoregressive sampling from an :class:`~argen.transformer.model.EncoderDecoder`, in named steps.
+
+:func:`generate` is the composition: :func:`start` (checks, state, forced prefix), then either
+:func:`decode_uncached` (the reference) or :func:`setup_cache`, :func:`prefill` and
+:func:`decode_n_tokens` (one :func:`decode_one_token` per token, eager or compiled). A
+:class:`DecodeState` carries what passes from token to token. :func:`forward_cached` is the one
+cached model call under them all; it returns the logits of several positions at once, which is what
+a speculative decoder needs to check k proposed tokens in one pass.
 
 Fast and exact: a static KV cache written in place (no per-step ``torch.cat``), cross-attention
 K/V projected once per prompt, classifier-free guidance as one batch of cond + uncond rows, and
 per-row seeds turned into pre-drawn uniforms sampled by inverse CDF, so a row's sample depends on
-its seed alone, not on what else is in the batch. ``use_cache=False`` recomputes the full
-forward pass every step and is the reference the cached path is tested against.
+its seed alone, not on what else is in the batch.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
-from argen.targets import TargetTokenizer
+from argen.sampling_config import check_sampling
+from argen.targets import Grammar, TargetTokenizer
 from argen.transformer.model import EncoderDecoder
 
 
@@ -93,18 +102,6 @@ def _compiled_step(model: EncoderDecoder):
     return fn
 
 
-def check_sampling(cfg_scale: float, temperature: float, top_k: int | None, top_p: float | None) -> None:
-    """``ValueError`` naming the first sampling setting out of range."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be >= 1 or None, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
-    if cfg_scale < 0:
-        raise ValueError(f"cfg_scale must be >= 0, got {cfg_scale}")
-
-
 def _check(model, text_ids, text_mask, target, cfg_scale, temperature, top_k, top_p, max_len, uncond_ids):
     c = model.config
     if target.vocab_size != c.target_vocab_size:
@@ -122,6 +119,209 @@ def _check(model, text_ids, text_mask, target, cfg_scale, temperature, top_k, to
         raise ValueError(f"max_len must be in [1, {c.max_target_len}] for this model, got {max_len}")
 
 
+# -- the state of one generation ----------------------------------------------------------------
+@dataclass(eq=False)
+class DecodeState:
+    """What one generation carries from token to token, and the book-keeping of writing one.
+
+    ``tokens[:, :n]`` are written; column ``t`` of ``inputs`` is the decoder input at position ``t``
+    (BOS, then ``tokens[:, t - 1]``), whose output predicts ``tokens[:, t]``. So the next token,
+    ``n``, is predicted from ``inputs[:, n]`` at position ``n``. ``text_ids``/``text_mask`` are the
+    memory rows (2B rows ``[cond; uncond]`` under guidance, where ``cfg_scale`` is set).
+    """
+
+    target: TargetTokenizer
+    text_ids: torch.Tensor
+    text_mask: torch.Tensor
+    tokens: torch.Tensor  # (B, L)
+    inputs: torch.Tensor  # (B, L)
+    positions: torch.Tensor  # (L,)
+    finished: torch.Tensor  # (B,) bool: the row has written eos_id
+    grammar: Grammar | None
+    grammar_state: torch.Tensor | None  # (B,) long
+    uniforms: torch.Tensor | None  # (B, L): the draw for token t of each row; None when greedy
+    temperature: float
+    top_k: int | None
+    top_p: float | None
+    cfg_scale: float | None  # None: unguided
+    fill: int  # what finished rows write
+    has_features: bool
+    n: int = 0
+    recorded: list[torch.Tensor] | None = None  # guided float32 logits of each sampled token
+    compiled_step: Callable | None = None
+
+    @property
+    def length(self) -> int:
+        return self.tokens.shape[1]
+
+    @property
+    def done(self) -> bool:
+        """All ``length`` tokens written, or every row has finished (a host sync when there is an EOS)."""
+        return self.n >= self.length or (self.target.eos_id is not None and bool(self.finished.all()))
+
+    def features(self, inputs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor | None:
+        return self.target.token_features(inputs, positions) if self.has_features else None
+
+    def emit(self, token: torch.Tensor) -> torch.Tensor:
+        """Write token ``n`` of every row (pad for finished rows); advance grammar, EOS and the next input."""
+        eos, t = self.target.eos_id, self.n
+        if eos is not None:
+            token = token.masked_fill(self.finished, self.fill)
+        if self.grammar is not None:
+            nxt = self.grammar.step(self.grammar_state, token)
+            self.grammar_state = nxt if eos is None else torch.where(self.finished, self.grammar_state, nxt)
+        if eos is not None:
+            self.finished = self.finished | (token == eos)
+        self.tokens[:, t] = token
+        if t + 1 < self.length:
+            self.inputs[:, t + 1] = token
+        self.n = t + 1
+        return token
+
+    def mask(self, logits: torch.Tensor) -> torch.Tensor:
+        """(B, V) float logits of token ``n`` -> with what the grammar forbids set to -inf."""
+        if self.grammar is None:
+            return logits
+        allowed = self.grammar.mask(self.grammar_state)
+        if self.target.eos_id is not None:
+            allowed = allowed | self.finished[:, None]  # finished rows are overwritten with pad
+        return logits.masked_fill(~allowed, float("-inf"))
+
+    def take(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits (B, V) of token ``n`` -> sample it (grammar, temperature, top-k/p, the row's draw) and write it."""
+        logits = logits.float()
+        if self.recorded is not None:
+            self.recorded.append(logits.clone())
+        u = None if self.uniforms is None else self.uniforms[:, self.n]
+        return self.emit(sample_logits(self.mask(logits), u, self.temperature, self.top_k, self.top_p))
+
+    def result(self) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.tokens[:, : self.n]
+        if self.recorded is None:
+            return tokens
+        if self.recorded:
+            return tokens, torch.stack(self.recorded, 1)
+        return tokens, self.tokens.new_empty(self.tokens.shape[0], 0, self.target.vocab_size, dtype=torch.float32)
+
+
+def start(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Tensor, target: TargetTokenizer, *,
+          uncond_ids: torch.Tensor | None = None, uncond_mask: torch.Tensor | None = None, cfg_scale: float = 1.0,
+          temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+          seeds: Sequence[int] | torch.Tensor | None = None, prefix: torch.Tensor | None = None,
+          max_len: int | None = None, return_logits: bool = False) -> DecodeState:
+    """Check the request and set up its state, with the forced ``prefix`` already written."""
+    max_len = int(max_len if max_len is not None else target.max_len)
+    _check(model, text_ids, text_mask, target, cfg_scale, temperature, top_k, top_p, max_len, uncond_ids)
+    device = next(model.parameters()).device
+    B, L = text_ids.shape[0], max_len
+    if prefix is not None and (prefix.dim() != 2 or prefix.shape[0] != B or prefix.shape[1] > L):
+        raise ValueError(f"prefix must be (B={B}, P<={L}), got {tuple(prefix.shape)}")
+    text_ids, text_mask = text_ids.to(device), text_mask.to(device).bool()
+    guided = cfg_scale != 1.0
+    if guided:
+        text_ids, text_mask = _guided_rows(text_ids, text_mask, uncond_ids.to(device),
+                                           None if uncond_mask is None else uncond_mask.to(device))
+    grammar = target.grammar()
+    grammar = grammar.to(device) if grammar is not None else None
+    eos = target.eos_id
+    fill = target.pad_id if target.pad_id is not None else (eos if eos is not None else 0)
+    state = DecodeState(
+        target=target, text_ids=text_ids, text_mask=text_mask,
+        tokens=torch.full((B, L), fill, dtype=torch.long, device=device),
+        inputs=torch.full((B, L), model.bos_id, dtype=torch.long, device=device),
+        positions=torch.arange(L, device=device), finished=torch.zeros(B, dtype=torch.bool, device=device),
+        grammar=grammar, grammar_state=None if grammar is None else grammar.initial(B, device),
+        uniforms=None if temperature == 0 else _uniforms(seeds, B, L, device), temperature=temperature,
+        top_k=top_k, top_p=top_p, cfg_scale=cfg_scale if guided else None, fill=fill,
+        has_features=len(model.config.target_feature_sizes) > 0, recorded=[] if return_logits else None)
+    for t in range(0 if prefix is None else prefix.shape[1]):
+        state.emit(prefix[:, t].to(device=device, dtype=torch.long))
+    return state
+
+
+# -- the steps -----------------------------------------------------------------------------------
+def forward_cached(model: EncoderDecoder, state: DecodeState, inputs: torch.Tensor, start: int,
+                   all_positions: bool = False) -> torch.Tensor:
+    """One cached pass over decoder ``inputs`` (B, T) at positions ``start .. start+T-1``.
+
+    Writes their keys/values into the cache and returns the (guided) logits after the last input,
+    (B, V), or after each one, (B, T, V), with ``all_positions``. Attention reads only the first
+    ``start + T`` cache slots, so slots beyond them (say, of draft tokens a verifier rejected) need no
+    clearing: they are never read, and the next pass from an earlier position overwrites them. This
+    is the seam for both the prefill and checking k proposed tokens at once.
+    """
+    T = inputs.shape[1]
+    pos = state.positions[start : start + T]
+    return model.decode_step(inputs, state.features(inputs, pos), pos, kv_len=start + T,
+                             cfg_scale=state.cfg_scale, all_positions=all_positions)
+
+
+def prefill(model: EncoderDecoder, state: DecodeState) -> torch.Tensor:
+    """BOS and the forced prefix in one cached pass; samples and writes the first free token."""
+    return state.take(forward_cached(model, state, state.inputs[:, : state.n + 1], 0))
+
+
+def decode_one_token(model: EncoderDecoder, state: DecodeState) -> torch.Tensor:
+    """One cached step: the logits of token ``n`` from its input alone, then sample and write it.
+
+    Eager, it reads the filled cache prefix (``kv_len``); compiled, it runs the static-shape graph
+    (whole cache under a position mask) that ``torch.compile`` captured once for this model.
+    """
+    if state.compiled_step is None:
+        return state.take(forward_cached(model, state, state.inputs[:, state.n : state.n + 1], state.n))
+    x, pos = state.inputs[:, state.n : state.n + 1], state.positions[state.n : state.n + 1]
+    if x.device.type == "cuda":
+        torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are consumed
+    return state.take(state.compiled_step(x, state.features(x, pos), pos, None, state.cfg_scale))
+
+
+def decode_n_tokens(model: EncoderDecoder, state: DecodeState, num: int,
+                    callback: Callable[[int, int], None] | None = None) -> None:
+    """Up to ``num`` more tokens, one cached step each, stopping early once every row has finished."""
+    for _ in range(num):
+        if state.done:
+            return
+        decode_one_token(model, state)
+        if callback is not None:
+            callback(state.n, state.length)
+
+
+def decode_uncached(model: EncoderDecoder, state: DecodeState,
+                    callback: Callable[[int, int], None] | None = None) -> None:
+    """The reference: every token from the full forward pass (encoder included), no cache.
+
+    Slow, and the definition of what the cached steps must reproduce (tests/test_sampling.py).
+    """
+    copies = state.text_ids.shape[0] // state.tokens.shape[0]  # 2 under guidance: [cond; uncond]
+    while not state.done:
+        x, pos = state.inputs[:, : state.n + 1], state.positions[: state.n + 1]
+        feats = state.features(x, pos)
+        x, feats = x.repeat(copies, 1), None if feats is None else feats.repeat(copies, 1, 1)
+        hidden = model.decode(model.encode(state.text_ids, state.text_mask), state.text_mask, x, feats)[:, -1]
+        state.take(model.logits(hidden) if state.cfg_scale is None else model.guided_logits(hidden, state.cfg_scale))
+        if callback is not None:
+            callback(state.n, state.length)
+
+
+def setup_cache(model: EncoderDecoder, state: DecodeState, compile: bool = False) -> None:
+    """Encode the text once, project its cross-attention K/V, size the self-attention cache."""
+    model.setup_cache(model.encode(state.text_ids, state.text_mask), state.text_mask, state.length,
+                      pack=not compile, guided=state.cfg_scale is not None)
+    state.compiled_step = _compiled_step(model) if compile else None
+
+
+@contextmanager
+def inference(model: EncoderDecoder) -> Iterator[None]:
+    """Eval mode for the generation, then the caller's mode back and the packed weights freed."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+        model.unpack()
+
+
 @torch.no_grad()
 def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Tensor, target: TargetTokenizer, *,
              uncond_ids: torch.Tensor | None = None, uncond_mask: torch.Tensor | None = None,
@@ -136,7 +336,7 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
         uncond_ids, uncond_mask: the unconditional (empty-caption) text, (B, S') or (1, S').
             With ``cfg_scale != 1`` the model runs cond and uncond rows as one batch of 2B and
             samples from ``u + cfg_scale * (c - u)``.
-        temperature, top_k, top_p: sampling; temperature 0 is greedy.
+        temperature, top_k, top_p: sampling; temperature 0 is greedy; ``None`` turns a filter off.
         seeds: one int per row; fixes that row's sample whatever the batch holds. ``None`` draws
             from torch's global RNG.
         prefix: (B, P) forced first tokens, prefilled in one pass (completion / editing).
@@ -151,98 +351,19 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
     row has finished, so L may be shorter than ``max_len``. The decoding buffers stay on the model
     for reuse; ``model.clear_cache()`` frees them.
     """
-    max_len = int(max_len if max_len is not None else target.max_len)
-    _check(model, text_ids, text_mask, target, cfg_scale, temperature, top_k, top_p, max_len, uncond_ids)
-    device = next(model.parameters()).device
-    B, L = text_ids.shape[0], max_len
-    text_ids, text_mask = text_ids.to(device), text_mask.to(device).bool()
-    guided = cfg_scale != 1.0
-    if guided:
-        text_ids, text_mask = _guided_rows(text_ids, text_mask, uncond_ids.to(device),
-                                           None if uncond_mask is None else uncond_mask.to(device))
-    copies = text_ids.shape[0] // B  # memory rows per token row: 2 when cond and uncond share tokens
-    P = 0 if prefix is None else prefix.shape[1]
-    if prefix is not None and (prefix.dim() != 2 or prefix.shape[0] != B or P > L):
-        raise ValueError(f"prefix must be (B={B}, P<={L}), got {tuple(prefix.shape)}")
-
-    uniforms = None if temperature == 0 else _uniforms(seeds, B, L, device)
-    grammar = target.grammar()
-    grammar = grammar.to(device) if grammar is not None else None
-    state = grammar.initial(B, device) if grammar is not None else None
-    eos = target.eos_id
-    fill = target.pad_id if target.pad_id is not None else (eos if eos is not None else 0)
-    finished = torch.zeros(B, dtype=torch.bool, device=device)
-
-    out = torch.full((B, L), fill, dtype=torch.long, device=device)
-    dec_in = torch.full((B, L), model.bos_id, dtype=torch.long, device=device)  # column t: input at t
-    positions = torch.arange(L, device=device)
-    has_features = len(model.config.target_feature_sizes) > 0
-
-    def emit(t: int, token: torch.Tensor) -> torch.Tensor:
-        """Book-keep token t of every row: EOS/pad, grammar state, next decoder input."""
-        nonlocal state, finished
-        if eos is not None:
-            token = token.masked_fill(finished, fill)
-        if grammar is not None:
-            nxt = grammar.step(state, token)
-            state = nxt if eos is None else torch.where(finished, state, nxt)
-        if eos is not None:
-            finished = finished | (token == eos)
-        out[:, t] = token
-        if t + 1 < L:
-            dec_in[:, t + 1] = token
-        return token
-
-    if P:
-        for t in range(P):
-            emit(t, prefix[:, t].to(device=device, dtype=torch.long))
-
-    was_training = model.training
-    model.eval()
-    try:
-        if use_cache:
-            model.setup_cache(model.encode(text_ids, text_mask), text_mask, L, pack=not compile, guided=guided)
-            step = _compiled_step(model) if compile else None
-        recorded, n = [], P
-        for t in range(P, L):
-            if eos is not None and bool(finished.all()):
-                break
-            lo = 0 if (t == P or not use_cache) else t  # first cached call prefills BOS + prefix
-            x, pos = dec_in[:, lo : t + 1], positions[lo : t + 1]
-            feats = target.token_features(x, pos) if has_features else None
-            scale = cfg_scale if guided else None  # guided: u + s * (c - u) over [cond; uncond] rows
-            if not use_cache:
-                x, feats = x.repeat(copies, 1), None if feats is None else feats.repeat(copies, 1, 1)
-                hidden = model.decode(model.encode(text_ids, text_mask), text_mask, x, feats)[:, -1]
-                logits = model.logits(hidden) if scale is None else model.guided_logits(hidden, scale)
-            elif step is not None and lo == t:  # single-token steps; a prefill runs eagerly
-                if device.type == "cuda":
-                    torch.compiler.cudagraph_mark_step_begin()  # the last step's outputs are consumed
-                logits = step(x, feats, pos, None, scale)
-            else:
-                logits = model.decode_step(x, feats, pos, kv_len=t + 1, cfg_scale=scale)
-            logits = logits.float()
-            if return_logits:
-                recorded.append(logits.clone())
-            if grammar is not None:
-                allowed = grammar.mask(state)
-                if eos is not None:
-                    allowed = allowed | finished[:, None]  # finished rows are overwritten with pad
-                logits = logits.masked_fill(~allowed, float("-inf"))
-            u = None if uniforms is None else uniforms[:, t]
-            emit(t, sample_logits(logits, u, temperature, top_k, top_p))
-            n = t + 1
+    state = start(model, text_ids, text_mask, target, uncond_ids=uncond_ids, uncond_mask=uncond_mask,
+                  cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, seeds=seeds,
+                  prefix=prefix, max_len=max_len, return_logits=return_logits)
+    with inference(model):
+        if not use_cache:
+            decode_uncached(model, state, callback)
+        elif not state.done:
+            setup_cache(model, state, compile)
+            prefill(model, state)
             if callback is not None:
-                callback(n, L)
-    finally:
-        model.train(was_training)
-        model.unpack()
-    tokens = out[:, :n]
-    if return_logits:
-        V = model.config.target_vocab_size
-        logits = torch.stack(recorded, 1) if recorded else torch.empty(B, 0, V, device=device)
-        return tokens, logits
-    return tokens
+                callback(state.n, state.length)
+            decode_n_tokens(model, state, state.length - state.n, callback)
+    return state.result()
 
 
 @torch.no_grad()

@@ -14,7 +14,6 @@ and gradient clipping) and ONE backward pass per batch:
 from __future__ import annotations
 
 import copy
-import logging
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -22,13 +21,13 @@ import torch
 import torch.nn.functional as F
 from torchmetrics.functional.image import structural_similarity_index_measure
 
-from argen.optim import adamw, warmup_cosine
+from argen.grid import image_grid
+from argen.images import to_pil
+from argen.optim import adamw, param_groups, warmup_cosine
 from argen.vqgan import losses
 from argen.vqgan.discriminator import Discriminator
 from argen.vqgan.model import VQGAN, VQGANConfig
-from argen.vqgan.target import ImageTokenizer, code_stats, image_grid
-
-log = logging.getLogger(__name__)
+from argen.vqgan.target import ImageTokenizer, code_stats
 
 
 class VQGANModule(pl.LightningModule):
@@ -201,11 +200,7 @@ class VQGANModule(pl.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        decay, no_decay = [], []
-        for name, p in self.model.named_parameters():
-            (decay if p.ndim >= 2 and not name.endswith((".row", ".col")) else no_decay).append(p)
-        groups = [{"params": decay, "weight_decay": h.weight_decay, "lr": h.lr},
-                  {"params": no_decay, "weight_decay": 0.0, "lr": h.lr}]
+        groups = param_groups(self.model, h.weight_decay)
         if self.disc is not None:
             groups.append({"params": list(self.disc.parameters()), "weight_decay": 0.0, "lr": h.disc_lr or h.lr})
         opt = adamw(groups, lr=h.lr, betas=tuple(h.betas), weight_decay=h.weight_decay, device=self.device)
@@ -230,7 +225,8 @@ class VQGANModule(pl.LightningModule):
         self._val["counts"] += torch.bincount(ids.flatten(), minlength=self.config.codebook_size)
         if self._val["grid"] is None:
             n = self.hparams.grid_images
-            self._val["grid"] = image_grid(x[:n], recon[:n])
+            # originals on the top row, their reconstructions below
+            self._val["grid"] = image_grid(to_pil(x[:n]) + to_pil(recon[:n]), ncol=n, cell=96)
 
     def on_validation_epoch_end(self) -> None:
         v = self._val

@@ -16,7 +16,8 @@ from einops import rearrange
 from torch import nn
 from vector_quantize_pytorch import VectorQuantize
 
-from argen.nn import MLP, Attention, make_norm
+from argen import presets
+from argen.nn import MLP, SelfAttention, make_norm
 
 
 @dataclass
@@ -77,9 +78,8 @@ NOMINAL_PARAMS = {"small": 32e6, "base": 91e6, "large": 599e6}
 
 
 def config_from_preset(name: str, **overrides) -> VQGANConfig:
-    if name not in PRESETS:
-        raise ValueError(f"unknown VQGAN preset {name!r}; choose from {sorted(PRESETS)}")
-    return VQGANConfig(**{**PRESETS[name], **overrides})
+    """The named preset's config with ``overrides`` applied (e.g. ``image_size=128``)."""
+    return presets.config_from_preset(VQGANConfig, PRESETS, name, "VQGAN", **overrides)
 
 
 class Block(nn.Module):
@@ -88,7 +88,7 @@ class Block(nn.Module):
     def __init__(self, dim: int, heads: int, mlp_dim: int):
         super().__init__()
         self.norm1 = make_norm("layernorm", dim)
-        self.attn = Attention(dim, heads)
+        self.attn = SelfAttention(dim, heads)
         self.norm2 = make_norm("layernorm", dim)
         self.mlp = MLP(dim, mlp_dim)
 

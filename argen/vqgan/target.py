@@ -9,15 +9,16 @@ the done-when criteria do (PSNR, codebook usage, perplexity).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
 from argen.export import load_bundle, save_bundle
+from argen.images import ImageSource, prepare_image, to_pil, to_tensor
 from argen.targets import TargetTokenizer
 from argen.vqgan.model import VQGAN, VQGANConfig
 
@@ -68,10 +69,13 @@ class ImageTokenizer:
 
     # -- encode / decode ------------------------------------------------------------------------
     @torch.no_grad()
-    def encode(self, images: torch.Tensor | Sequence[Image.Image]) -> torch.LongTensor:
-        """Float (B, 3, H, W) in [0, 1] or a list of PIL images -> ids (B, h*w), on the tokenizer's device.
+    def encode(self, images: torch.Tensor | ImageSource | Sequence[ImageSource]) -> torch.LongTensor:
+        """Images -> ids (B, h*w), on the tokenizer's device.
 
-        PIL images are converted to RGB and resized to ``image_size`` (shorter side, center crop).
+        ``images``: a float (B, 3, H, W) or (3, H, W) tensor in [0, 1], or one picture or a list of
+        pictures as encoded bytes, file paths or PIL images. Pictures go through
+        :func:`argen.images.prepare_image` at ``image_size``, the path training data takes, so they
+        get the tokens they would get in a shard.
         """
         x = self._as_tensor(images)
         _, ids, _ = self.model.quantize(x.to(self.device, torch.float32) * 2 - 1)
@@ -93,34 +97,9 @@ class ImageTokenizer:
             if not images.is_floating_point():
                 raise ValueError(f"image tensors must be float in [0, 1], got dtype {images.dtype}")
             return images
-        if isinstance(images, Image.Image):
+        if isinstance(images, Image.Image | bytes | str | os.PathLike):
             images = [images]
-        return torch.stack([pil_to_tensor(im, self.image_size) for im in images])
-
-
-def pil_to_tensor(image: Image.Image, size: int) -> torch.Tensor:
-    """Any PIL image -> float (3, size, size) in [0, 1]: RGB (alpha onto white), shorter side, center crop."""
-    if not isinstance(image, Image.Image):
-        raise TypeError(f"expected a PIL image or a float tensor, got {type(image).__name__}")
-    if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        image = Image.new("RGB", rgba.size, "white")
-        image.paste(rgba, mask=rgba.getchannel("A"))
-    image = image.convert("RGB")
-    w, h = image.size
-    scale = size / min(w, h)
-    if (w, h) != (size, size):
-        image = image.resize((max(size, round(w * scale)), max(size, round(h * scale))), Image.BICUBIC)
-        w, h = image.size
-        left, top = (w - size) // 2, (h - size) // 2
-        image = image.crop((left, top, left + size, top + size))
-    return torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
-
-
-def to_pil(images: torch.Tensor) -> list[Image.Image]:
-    """Float (B, 3, H, W) in [0, 1] -> PIL images."""
-    arr = (images.detach().float().clamp(0, 1) * 255).round().byte().permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in arr]
+        return to_tensor([prepare_image(im, self.image_size) for im in images])
 
 
 class ImageTarget(TargetTokenizer):
@@ -134,7 +113,7 @@ class ImageTarget(TargetTokenizer):
     eos_id = None
     pad_id = None
 
-    def __init__(self, path: str, device: str = "cpu"):
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu"):
         self.path = Path(path)
         self.tokenizer = ImageTokenizer.from_pretrained(self.path, device=device)
         h, w = self.tokenizer.grid_size
@@ -162,7 +141,22 @@ class ImageTarget(TargetTokenizer):
         rc = torch.stack([pos // w, pos % w], dim=-1)  # (T, 2)
         return rc.unsqueeze(0).expand(inputs.shape[0], -1, -1)
 
-    def decode(self, ids: torch.Tensor) -> list[Image.Image]:
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> ImageTarget:
+        return cls(directory, device=device)
+
+    def encode(self, image: ImageSource) -> torch.Tensor:
+        """One picture (bytes, a path or a PIL image) -> its 1-D ids (``h*w``), the inverse of :meth:`decode`."""
+        if isinstance(image, torch.Tensor | list | tuple):
+            raise TypeError("ImageTarget.encode takes one picture; ImageTokenizer.encode takes batches")
+        return self.tokenizer.encode(image)[0]
+
+    def decode(self, ids: torch.Tensor) -> Image.Image:
+        """1-D ids (``h*w``) -> one PIL image."""
+        return self.batch_decode(self._one_row(ids).unsqueeze(0))[0]
+
+    def batch_decode(self, ids: torch.Tensor) -> list[Image.Image]:
+        """(B, h*w) ids -> PIL images."""
         return to_pil(self.tokenizer.decode(ids))
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -211,11 +205,3 @@ def evaluate(tokenizer: ImageTokenizer, images: torch.Tensor | Sequence[Image.Im
     mse = torch.cat(mses).clamp_min(1e-10)
     return {"psnr": float((-10 * mse.log10()).mean()), "psnr_pooled": float(-10 * math.log10(mse.mean())),
             "ssim": float(torch.cat(ssims).mean()), **code_stats(counts), "images": n}
-
-
-def image_grid(originals: torch.Tensor, reconstructions: torch.Tensor, cell: int = 96) -> Image.Image:
-    """Originals on the top row, their reconstructions below (float (B, 3, H, W) in [0, 1])."""
-    from argen.grid import image_grid as grid
-
-    n = originals.shape[0]
-    return grid(to_pil(originals) + to_pil(reconstructions), ncol=n, cell=cell)
