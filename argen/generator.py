@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 # Both built-in target kinds, imported so that they register (load_target looks a bundle's kind up).
 import argen.svg  # noqa: F401
@@ -85,8 +86,6 @@ class Generator:
         tokens = []
         chunks = range(0, len(rows), batch_size)
         if progress:
-            from tqdm import tqdm
-
             chunks = tqdm(chunks, desc="sampling", unit="batch")
         for start in chunks:
             chunk = rows[start : start + batch_size]

@@ -6,14 +6,14 @@ import textwrap
 
 from PIL import Image, ImageDraw, ImageFont
 
+from argen.svg.rasterize import rasterize
+
 
 def as_image(output, size: int = 128) -> Image.Image:
     """A sampled output as an RGB image: PIL images pass through, SVG strings are rasterized."""
     if isinstance(output, Image.Image):
         return output.convert("RGB")
     if isinstance(output, str):
-        from argen.svg.rasterize import rasterize
-
         return rasterize(output, size)
     raise TypeError(f"cannot show an output of type {type(output).__name__} in a grid")
 

@@ -25,7 +25,7 @@ def _apex_norms() -> dict[str, type] | None:
     """Apex's fused norm classes when Apex is importable and CUDA is present, else ``None``."""
     if not torch.cuda.is_available():
         return None
-    try:
+    try:  # function-level: Apex is optional (CUDA builds only) and probed once
         from apex.normalization import FusedLayerNorm, FusedRMSNorm
     except Exception:  # not installed, or an unrelated PyPI "apex", or a broken build
         return None

@@ -2,7 +2,7 @@
 
 OpenMP threads that spin-wait for each other stall whenever another process shares the cores, and
 argen's steps are many small ops; on a shared 2-core machine the CLIs ran several times slower
-without ``PASSIVE`` (BENCHMARKS.md, "OpenMP wait policy"). On a CPU of your own, ``ACTIVE`` is
+without ``PASSIVE`` (BENCHMARKS.md, "Sampling", the wait-policy paragraph). On a CPU of your own, ``ACTIVE`` is
 faster; an ``OMP_WAIT_POLICY`` already in the environment always wins. OpenMP reads the variable
 once, when torch loads it, so a command line calls :func:`prefer_passive_wait` before importing
 anything that imports torch (hence the E402 exemptions in ruff.toml). The library never sets it.

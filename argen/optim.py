@@ -16,7 +16,7 @@ def adamw(params, lr: float, betas: tuple[float, float] = (0.9, 0.95), weight_de
     PyTorch's fused AdamW on CUDA, else the default (foreach) CPU implementation."""
     cuda = torch.device(device).type == "cuda"
     if cuda:
-        try:
+        try:  # function-level: Apex is optional (CUDA builds only)
             from apex.optimizers import FusedAdam
 
             log.info("optimizer: apex FusedAdam")

@@ -49,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     if not prompts:
         sys.exit("error: give at least one --prompt or a --prompts-file")
 
+    # function-level: `--help` and argument errors answer before torch and the models load
     import torch
 
     from argen.generator import Generator

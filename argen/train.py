@@ -70,10 +70,11 @@ class ArgenCLI(LightningCLI):
 
 def _full_state_dict(strategy) -> dict | None:
     """The unsharded module state under FSDP (gathered to rank 0, on CPU); ``None`` elsewhere."""
-    from lightning.pytorch.strategies import FSDPStrategy
+    from lightning.pytorch.strategies import FSDPStrategy  # function-level: loads torch.distributed
 
     if not isinstance(strategy, FSDPStrategy):
         return None
+    # function-level: only under FSDP (torch builds without distributed support lack the module)
     from torch.distributed.fsdp import FullStateDictConfig, StateDictType
     from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 

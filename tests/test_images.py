@@ -10,24 +10,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from test_data import encoded, gradient  # the shard tests' picture helpers (pytest puts tests/ on sys.path)
 
 from argen.data.shards import make_loader, write_shards
 from argen.images import prepare_image, resize_center_crop, to_pil, to_rgb, to_tensor
 from argen.vqgan import VQGAN, ImageTarget, ImageTokenizer, VQGANConfig
 
 SIZE = 32
-
-
-def encoded(img: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    img.save(buf, format=fmt, **kw)
-    return buf.getvalue()
-
-
-def gradient(w, h):
-    x = np.linspace(0, 255, w, dtype=np.float32)[None, :, None]
-    y = np.linspace(0, 255, h, dtype=np.float32)[:, None, None]
-    return Image.fromarray(np.concatenate([x + 0 * y, y + 0 * x, 128 + 0 * x * y], 2).astype(np.uint8))
 
 
 def textured(w, h, seed=0):

@@ -96,3 +96,28 @@ def test_the_check_sees_cycles_through_function_level_and_relative_imports(tmp_p
     (pkg / "sub" / "c.py").write_text("C = 2\n\n\ndef g():\n    from .a import f\n    return f\n")
     cycle = find_cycle(import_graph(modules(pkg)))
     assert cycle[0] == cycle[-1] and sorted(cycle[1:]) == ["argen.sub.a", "argen.sub.b", "argen.sub.c"]
+
+
+def function_level_imports(mods: dict[str, Path]) -> list[tuple[str, int, str]]:
+    """(file, line, statement) of every import inside a function."""
+    found = []
+    for path in mods.values():
+        for fn in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
+                for node in ast.walk(fn):
+                    if isinstance(node, ast.Import | ast.ImportFrom):
+                        found.append((path, node.lineno, fn.lineno))
+    return found
+
+
+def test_every_function_level_import_says_why():
+    """Function-level imports are kept only to keep a heavy or optional import off a light path, and
+    each says so: a comment on its line, in the five lines above it, or on its function's ``def``
+    line or the three lines above that (one comment can serve a function's imports)."""
+    missing = []
+    for path, line, def_line in function_level_imports(modules()):
+        lines = path.read_text().splitlines()
+        near = lines[max(0, line - 6) : line] + lines[max(0, def_line - 4) : def_line]
+        if not any("#" in text for text in near):
+            missing.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {lines[line - 1].strip()}")
+    assert not missing, "function-level imports without a reason:\n" + "\n".join(missing)

@@ -19,8 +19,10 @@ import json
 import sys
 
 
+# Each subcommand imports what it runs inside its function, so `--help` and argument errors answer
+# before torch and webdataset load, and `stats` never loads the image tokenizer's models.
 def _prepare(args: argparse.Namespace) -> None:
-    from argen.data.recipes import prepare_recipe
+    from argen.data.recipes import prepare_recipe  # function-level: see above
 
     recipe = {"dataset": args.dataset, "out": args.out, "per_shard": args.per_shard}
     if args.dataset == "shapes":
@@ -32,18 +34,18 @@ def _prepare(args: argparse.Namespace) -> None:
 
 
 def _tokenizer(args: argparse.Namespace) -> None:
-    from argen.data.recipes import tokenizer_for
+    from argen.data.recipes import tokenizer_for  # function-level: see above _prepare
 
     tok = tokenizer_for(args.shards, args.vocab_size, args.out)
     print(f"wrote {args.out} ({tok.vocab_size} tokens)")
 
 
 def _stats(args: argparse.Namespace) -> None:
-    from argen.data.shards import shard_stats
+    from argen.data.shards import shard_stats  # function-level: see above _prepare
 
     tok = None
     if args.tokenizer:
-        from argen.text import TextTokenizer
+        from argen.text import TextTokenizer  # function-level: see above _prepare
 
         tok = TextTokenizer.from_file(args.tokenizer)
     s = shard_stats(args.specs, tokenizer=tok, progress=not args.quiet)

@@ -22,6 +22,10 @@ from typing import Any
 import numpy as np
 import torch
 import webdataset as wds
+from tqdm import tqdm
+
+from argen.data.shards import IMAGE_EXTS, BadSample, SampleDecoder, SkipCounter, expand_shards
+from argen.vqgan import ImageTokenizer
 
 log = logging.getLogger("argen.data.encode")
 
@@ -48,8 +52,6 @@ class _ShardSamples(torch.utils.data.IterableDataset):
         self.keep_image, self.max_bad_fraction = keep_image, max_bad_fraction
 
     def __iter__(self):
-        from argen.data.shards import IMAGE_EXTS, BadSample, SampleDecoder, SkipCounter
-
         decoder = SampleDecoder(self.image_size, load_image=True)
         for url in wds.split_by_worker(self.urls):
             counter = SkipCounter(self.max_bad_fraction, what=url)
@@ -79,11 +81,6 @@ def _npy(tokens: np.ndarray) -> bytes:
 
 
 def main(args: argparse.Namespace) -> None:
-    from tqdm import tqdm
-
-    from argen.data.shards import expand_shards
-    from argen.vqgan import ImageTokenizer
-
     if args.batch_size < 1:
         raise ValueError(f"--batch-size must be ≥ 1, got {args.batch_size}")
     urls = expand_shards(args.shards)

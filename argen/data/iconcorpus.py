@@ -40,8 +40,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from argen.data.iconsets import SETS, Icon, installed, read_set, words
+from argen.data.shards import default_per_shard, write_shards
+from argen.svg import SVGError, SVGTokenizer
+from argen.svg.metrics import raster_mask
+from argen.svg.rasterize import rasterize
 
 VAL_PERCENT = 5
 HELDOUT_PERCENT = 12  # share of common concepts with one (concept, set) pair held out
@@ -86,9 +91,6 @@ def measure(svg: str, grid: int = ROUNDTRIP_GRID) -> dict[str, Any]:
     """Encode at ``grid``, render original and decoded tokens at 64 px: the mask's hash, token
     count and round-trip IoU, or the refusal's reason."""
     global _TOK
-    from argen.svg import SVGError, SVGTokenizer
-    from argen.svg.metrics import raster_mask
-
     if _TOK is None or _TOK.grid != grid:
         _TOK = SVGTokenizer(grid=grid, max_len=1 << 20)
     try:
@@ -113,8 +115,6 @@ def _measure_job(args):
 
 def measure_all(svgs: list[str], grid: int = ROUNDTRIP_GRID, workers: int | None = None,
                 progress: bool = True, desc: str = "icons") -> list[dict[str, Any]]:
-    from tqdm import tqdm
-
     workers = workers or min(2, os.cpu_count() or 1)
     jobs = [(s, grid) for s in svgs]
     bar = dict(total=len(jobs), desc=desc, unit=" icons", disable=not progress)
@@ -270,8 +270,6 @@ def write_lists(out: Path, samples: list[dict[str, Any]], stats: dict[str, Any])
 
 
 def _png(svg: str, size: int) -> bytes:
-    from argen.svg.rasterize import rasterize
-
     buf = io.BytesIO()
     rasterize(svg, size).convert("RGB").save(buf, format="PNG")
     return buf.getvalue()
@@ -281,8 +279,6 @@ def prepare(out: str | Path, sources: str | list[str] | None = None, common: int
             size: int = 256, per_shard: int | None = None, progress: bool = True,
             roots: dict[str, Path] | None = None, workers: int | None = None) -> dict[str, Any]:
     """Write ``out/{train,val}-NNNNNN.tar``, ``out/stats.json`` and ``out/eval/``; return the stats."""
-    from argen.data.shards import default_per_shard, write_shards
-
     if format not in ("svg", "png"):
         raise ValueError(f"icons format must be 'svg' or 'png', got {format!r}")
     out = Path(out)

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 import webdataset as wds
+from tqdm import tqdm
 from webdataset.gopen import gopen, gopen_schemes
 from webdataset.tariterators import group_by_keys, tar_file_expander
 
@@ -91,7 +92,7 @@ def _check_scheme(url: str) -> None:
     scheme = _scheme(url)
     if scheme in gopen_schemes:
         return
-    try:
+    try:  # function-level: fsspec is optional, needed only for URL schemes webdataset cannot open
         import fsspec
 
         fsspec.get_filesystem_class(scheme)
@@ -106,7 +107,7 @@ def open_shard(url: str):
     scheme = _scheme(url)
     if scheme is None or scheme == "file" or scheme in gopen_schemes:
         return gopen(re.sub(r"^file:(//)?", "", url))
-    import fsspec
+    import fsspec  # function-level: optional (see _check_scheme, which has checked it imports)
 
     return fsspec.open(url, "rb").open()
 
@@ -387,8 +388,6 @@ def _summary(values: list[float]) -> dict[str, float] | None:
 
 def shard_stats(shards: str | Sequence[str], tokenizer=None, progress: bool = True) -> dict[str, Any]:
     """Read every sample once through :class:`ShardStream` (in this process) and summarise."""
-    from tqdm import tqdm
-
     urls = expand_shards(shards)
     stream = ShardStream(urls, SampleDecoder(None, load_image=True, load_svg=True, strict=False),
                          max_bad_fraction=1.0)
@@ -419,8 +418,6 @@ def shard_stats(shards: str | Sequence[str], tokenizer=None, progress: bool = Tr
 
 def read_captions(shards: str | Sequence[str], progress: bool = True) -> Iterator[str]:
     """Every caption in the shards, through the same reading code (images are not decoded)."""
-    from tqdm import tqdm
-
     stream = ShardStream(expand_shards(shards), SampleDecoder(None, load_image=False, strict=False),
                          max_bad_fraction=1.0)
     for s in tqdm(stream, desc="captions", unit=" samples", disable=not progress):
@@ -436,8 +433,6 @@ def default_per_shard(n: int) -> int:
 def write_shards(samples: Iterable[dict[str, Any]], out: str | Path, split: str, per_shard: int,
                  total: int | None = None, progress: bool = True) -> list[Path]:
     """Write samples (``__key__`` plus member name -> bytes/str/dict) to ``out/{split}-NNNNNN.tar``."""
-    from tqdm import tqdm
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     for old in out.glob(f"{split}-[0-9][0-9][0-9][0-9][0-9][0-9].tar"):

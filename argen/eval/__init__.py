@@ -28,7 +28,7 @@ SUBCOMMAND_FOR = {"image_tokenizer": "shapes", "svg_tokenizer": "svg"}
 
 def check_generator(export: str | Path, target_kind: str, subcommand: str) -> dict:
     """The export's config, after checking it is a generator writing ``target_kind`` tokens."""
-    from argen.export import read_config
+    from argen.export import read_config  # function-level: `python -m argen.eval --help` loads no torch
 
     try:
         config = read_config(export, "generator")

@@ -91,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+# run() and main() import each subcommand's module when it runs: `--help` and argument errors answer
+# before torch loads, and one subcommand never loads another's metrics (Inception, LPIPS, resvg).
 def run(args: argparse.Namespace) -> dict:
     threads = args.threads
     if threads is None and args.device == "cpu" and "OMP_NUM_THREADS" not in os.environ:
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> dict:
     if threads is not None:
         if threads < 1:
             raise ValueError(f"--threads must be ≥ 1, got {threads}")
-        import torch
+        import torch  # function-level: see above run()
 
         torch.set_num_threads(threads)
     common = dict(out=args.out, batch_size=args.batch_size, device=args.device, cell=args.cell,
@@ -132,6 +134,7 @@ def run(args: argparse.Namespace) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # function-level, as in run(): the error types come with torch
     from argen.data.shards import BadDataError
     from argen.eval.fid import FeaturesUnavailable
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from argen.images import prepare_image
 
@@ -91,7 +92,7 @@ def inception_weights(path: str | Path | None = None) -> Path | None:
 
 
 def _has_torch_fidelity() -> bool:
-    try:
+    try:  # function-level: an optional package, probed only when Inception features are asked for
         import torch_fidelity  # noqa: F401
     except ImportError:
         return False
@@ -111,7 +112,7 @@ def feature_extractor(kind: str = "auto", inception_path: str | Path | None = No
         weights = inception_weights(inception_path)
         fidelity = _has_torch_fidelity()
         if weights is not None and fidelity:
-            from torchmetrics.image.fid import NoTrainInceptionV3
+            from torchmetrics.image.fid import NoTrainInceptionV3  # function-level: heavy, Inception only
 
             net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
                                      feature_extractor_weights_path=str(weights))
@@ -148,8 +149,6 @@ def to_uint8(images: Iterable) -> torch.Tensor:
 def extract(extractor: nn.Module, images: Sequence | torch.Tensor, batch_size: int = 256,
             progress: bool = False, desc: str = "features") -> torch.Tensor:
     """Features (N, D) float64 of ``images`` (PIL list or tensor; see :func:`to_uint8`)."""
-    from tqdm import tqdm
-
     n = len(images)
     if n == 0:
         raise ValueError("no images to extract features from")
@@ -179,6 +178,7 @@ def fid_kid(real: torch.Tensor, fake: torch.Tensor, kid_subsets: int = 100, kid_
     KID's subset size shrinks to the smaller set when that holds fewer than ``kid_subset_size``.
     Its random subsets are drawn from ``seed``, so the numbers repeat.
     """
+    # function-level: torchmetrics' image metrics are a heavy import, needed only for the final numbers
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
 

@@ -13,8 +13,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from argen.data import shapes
+from argen.eval.report import Report
+from argen.export import read_config
+from argen.generator import Generator
 from argen.sampling_config import UNSET
 from argen.slug import slug
+from argen.svg.metrics import validity
 
 
 @dataclass
@@ -96,9 +101,6 @@ def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, n
     category; SVG models get validity per category and their ``.svg`` files under ``OUT/svg``.
     Sampling settings left out are the export's (see :class:`argen.sampling_config.SamplingConfig`).
     """
-    from argen.eval.report import Report
-    from argen.export import read_config
-    from argen.generator import Generator
 
     rows = read_prompts(prompts)
     read_config(export, "generator")
@@ -122,8 +124,6 @@ def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, n
         outs = [outputs[index[id(r)]] for r in members]
         entry: dict[str, Any] = {"prompts": len(members), "samples": len(members) * num_samples}
         if kind == "svg_tokenizer":
-            from argen.svg.metrics import validity
-
             entry["validity"] = validity([o for per in outs for o in per])
         if shapes_scores is not None:
             scores = [s for r in members for s in shapes_scores[index[id(r)]]]
@@ -168,8 +168,6 @@ def evaluate_prompts(export: str | Path, prompts: str | Path, out: str | Path, n
 
 def _shapes_scores(rows: list[PromptRow], outputs: list[list]) -> list[list[dict]] | None:
     """shapes.score of every sample when every prompt is a shapes caption, else None."""
-    from argen.data import shapes
-
     try:
         for r in rows:
             shapes.parse_caption(r.prompt)

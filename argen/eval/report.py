@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+import argen
 from argen.grid import image_grid
 from argen.slug import slug
 
@@ -118,7 +119,7 @@ class Report:
         """A markdown table here, and a ``wandb.Table`` named ``name``."""
         self.parts.append(markdown_table(rows, columns, percent) + "\n")
         if self.run is not None and rows:
-            import wandb
+            import wandb  # function-level: heavy, and only with --wandb (as in every method here)
 
             columns = columns or list(dict.fromkeys(k for r in rows for k in r))
             data = [[_json_safe(r.get(c)) if not isinstance(r.get(c), dict | list) else json.dumps(r.get(c))
@@ -134,7 +135,7 @@ class Report:
         self.grids.append(path)
         self.parts.append(f"![{caption}]({path.name})\n\n*{caption}*\n\n")
         if self.run is not None:
-            import wandb
+            import wandb  # function-level: heavy, only with --wandb
 
             self.run.log({f"grid/{slug(name)}": wandb.Image(str(path), caption=caption)}, commit=False)
         return path
@@ -166,7 +167,7 @@ class Report:
         return path
 
     def _wandb_run(self):
-        import wandb
+        import wandb  # function-level: heavy, only with --wandb
 
         mode = os.environ.get("WANDB_MODE", "offline")
         return wandb.init(project=os.environ.get("WANDB_PROJECT", "argen"), dir=str(self.out), mode=mode,
@@ -175,6 +176,4 @@ class Report:
 
 
 def _version() -> str:
-    import argen
-
     return argen.__version__

@@ -22,8 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from argen.data import shapes
+from argen.eval import check_generator
+from argen.eval.fid import FID, fid_kid
+from argen.eval.report import Report
+from argen.generator import Generator
 
 DEFAULT_SCALES = (1.0, 2.0, 3.0, 5.0)
 
@@ -95,8 +100,6 @@ def real_renders(n: int, size: int, seed: int, tag: str) -> tuple[list, list[str
 
 
 def _score_all(prompts: Sequence[str], outputs: list[list], progress: bool, desc: str) -> list[list[dict]]:
-    from tqdm import tqdm
-
     return [[shapes.score(img, p) for img in per]
             for p, per in tqdm(list(zip(prompts, outputs)), desc=desc, unit="prompt", disable=not progress)]
 
@@ -107,10 +110,6 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
                     features: str = "auto", inception_weights: str | None = None, cell: int = 96,
                     wandb: bool = False, progress: bool = True) -> dict[str, Any]:
     """Run the shapes evaluation of a generator export and write its report to ``out``."""
-    from argen.eval import check_generator
-    from argen.eval.fid import FID, fid_kid
-    from argen.eval.report import Report
-    from argen.generator import Generator
 
     check_generator(export, "image_tokenizer", "shapes")
     for name, value, low in (("num_samples", num_samples, 1), ("sweep_samples", sweep_samples, 1),

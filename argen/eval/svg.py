@@ -19,22 +19,33 @@ ceiling puts the real held-out icons in place of the samples.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tqdm import tqdm
 
+from argen.data.icons import caption, load_icons, split_of
+from argen.eval import check_generator
+from argen.eval.fid import FID, fid_kid
 from argen.eval.prompts import PromptRow, read_prompts
+from argen.eval.report import Report, sampling_text
+from argen.generator import Generator
 from argen.slug import slug
+from argen.svg import SVGError
+from argen.svg.metrics import novelty as novelty_of
+from argen.svg.metrics import pairwise_iou, raster_masks, uniqueness
+from argen.svg.rasterize import rasterize
 
 DEFAULT_PROMPTS = 32
 
 
 def heldout_icons(n: int | None = DEFAULT_PROMPTS) -> list[PromptRow]:
     """``n`` held-out icons spread evenly over the sorted ``val`` split (all of them for None)."""
-    from argen.data.icons import caption, load_icons, split_of
 
     slugs = [s for s, _ in load_icons() if split_of(s) == "val"]
     if n is not None and n < len(slugs):
@@ -51,8 +62,6 @@ def placeholder(size: int, text: str = "invalid") -> Image.Image:
 
 def raster(svg: str, size: int) -> Image.Image:
     """The SVG drawn on white, or a placeholder when it does not render."""
-    from argen.svg import SVGError
-    from argen.svg.rasterize import rasterize
 
     try:
         return rasterize(svg, size)
@@ -65,10 +74,6 @@ def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -
 
     ``limit`` takes that many, spread evenly over the sorted split (for quick checks only).
     """
-    from tqdm import tqdm
-
-    from argen.data.icons import load_icons, split_of
-    from argen.svg import SVGError
 
     icons = [svg for s, svg in load_icons() if split_of(s) == "train"]
     if limit is not None and limit < len(icons):
@@ -84,9 +89,6 @@ def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -
 
 def corpus_icons(folder: str | Path, split: str) -> list[dict[str, Any]]:
     """``{"key", "svg", "json"}`` of every sample in ``folder/{split}-*.tar``, sorted by key."""
-    import json
-    import tarfile
-
     rows: dict[str, dict[str, Any]] = {}
     shards = sorted(Path(folder).glob(f"{split}-[0-9]*.tar"))
     if not shards:
@@ -103,8 +105,6 @@ def corpus_icons(folder: str | Path, split: str) -> list[dict[str, Any]]:
 
 def through_tokenizer(tokenizer, svgs: list[str]) -> list[str | None]:
     """``decode(encode(svg))``: what the model saw (None when refused or longer than ``max_len``)."""
-    from argen.svg import SVGError
-
     out: list[str | None] = []
     for svg in svgs:
         try:
@@ -119,8 +119,6 @@ def recognisability(masks: np.ndarray, valid: np.ndarray, concepts: list[str], t
                     train_concepts: list[set[str]], shuffles: int = 20, seed: int = 0) -> dict[str, Any]:
     """Share of masks whose nearest training mask carries their concept (invalid ones count as misses),
     and the same with the concepts shuffled among the masks (the floor, mean of ``shuffles``)."""
-    from argen.svg.metrics import pairwise_iou
-
     if not len(masks):
         return {"score": None, "floor": None, "n": 0}
     nearest = pairwise_iou(masks, train_masks).argmax(axis=1)
@@ -142,9 +140,6 @@ def cached_masks(svgs: list[str], size: int = 64, progress: bool = True) -> np.n
     tokenizer's grid (which changes the decoded texts) or the icon set, both covered by the hash.
     Set ``$ARGEN_CACHE`` to move the cache; an unwritable cache is skipped.
     """
-    from tqdm import tqdm
-
-    from argen.svg.metrics import raster_masks
 
     digest = hashlib.sha1(f"{size}\n".encode() + "\0".join(svgs).encode()).hexdigest()[:16]
     path = cache_dir() / f"svg-masks-{size}-{digest}.npz"
@@ -175,13 +170,6 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     ``train_limit`` compares novelty with only that many training icons (quick checks; the
     report says how many were used).
     """
-    from argen.data.icons import load_icons, split_of
-    from argen.eval import check_generator
-    from argen.eval.fid import FID, fid_kid
-    from argen.eval.report import Report, sampling_text
-    from argen.generator import Generator
-    from argen.svg.metrics import novelty as novelty_of
-    from argen.svg.metrics import pairwise_iou, raster_masks, uniqueness
 
     check_generator(export, "svg_tokenizer", "svg")
     if prompts is None and corpus is not None:

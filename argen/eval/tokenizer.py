@@ -15,20 +15,31 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from torchmetrics.functional.image import structural_similarity_index_measure
+from tqdm import tqdm
+
+from argen.data import shapes
+from argen.data.shards import expand_shards, make_loader
+from argen.eval.fid import FID, fid_kid, to_uint8
+from argen.eval.report import Report
+from argen.export import read_config
+from argen.images import to_pil
+from argen.vqgan import ImageTokenizer
+from argen.vqgan.target import code_stats
 
 ALEXNET_FILE = "alexnet-owt-7be5be79.pth"  # torchvision's AlexNet weights, which LPIPS builds on
 
 
 def lpips_metric(device: str | torch.device = "cpu"):
     """``(metric, None)`` when LPIPS can run offline, else ``(None, why)``."""
-    try:
+    try:  # function-level: torchvision is optional (LPIPS is skipped without it)
         import torchvision  # noqa: F401
     except ImportError:
         return None, "torchvision is not installed (LPIPS builds on its AlexNet)"
     weights = Path(torch.hub.get_dir()) / "checkpoints" / ALEXNET_FILE
     if not weights.is_file():
         return None, f"AlexNet weights are not on disk ({weights}); they cannot be downloaded here"
-    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity
+    from torchmetrics.image.lpip import LearnedPerceptualImagePatchSimilarity  # function-level: needs torchvision
 
     return LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device), None
 
@@ -38,16 +49,6 @@ def evaluate_tokenizer(export: str | Path, shards: str | Sequence[str], out: str
                        inception_weights: str | None = None, grid_images: int = 16, cell: int = 96,
                        wandb: bool = False, progress: bool = True) -> dict[str, Any]:
     """Reconstruct up to ``max_images`` shard images through the codes; write the report to ``out``."""
-    from torchmetrics.functional.image import structural_similarity_index_measure
-    from tqdm import tqdm
-
-    from argen.data.shards import expand_shards, make_loader
-    from argen.eval.fid import FID, fid_kid, to_uint8
-    from argen.eval.report import Report
-    from argen.export import read_config
-    from argen.images import to_pil
-    from argen.vqgan import ImageTokenizer
-    from argen.vqgan.target import code_stats
 
     try:
         read_config(export, "image_tokenizer")
@@ -157,8 +158,6 @@ def evaluate_tokenizer(export: str | Path, shards: str | Sequence[str], out: str
 
 def _shape_scores(images: list, captions: Sequence[str]) -> list[dict] | None:
     """shapes.score of each reconstruction, or None when a caption is not a shapes caption."""
-    from argen.data import shapes
-
     try:
         for c in captions:
             shapes.parse_caption(c)

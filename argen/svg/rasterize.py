@@ -44,7 +44,7 @@ def rasterize(svg: str, size: int) -> Image.Image:
     """Render ``svg`` to a ``size × size`` RGB image on white. Raises :class:`SVGError`."""
     if not isinstance(size, int) or not 1 <= size <= MAX_RASTER:
         raise SVGError(f"raster size must be an int in [1, {MAX_RASTER}], got {size!r}", "malformed")
-    try:
+    try:  # function-level: the native rasterizer loads on first use (parsing and tokenizing never need it)
         import resvg_py
     except ImportError as e:  # pragma: no cover - an install problem, not an input problem
         raise ImportError("argen.svg.rasterize needs resvg-py: pip install 'argen[svg]'") from e

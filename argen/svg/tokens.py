@@ -18,7 +18,6 @@ from argen.targets import Grammar
 PAD, EOS, PATH, CMD_M, CMD_L, CMD_C, HOLE, MIDDLE = range(8)
 OFFSET = 8
 POINTS = {CMD_M: 1, CMD_L: 1, CMD_C: 3}  # grid points after each command token
-SPECIAL_NAMES = ("<pad>", "<eos>", "<path>", "M", "L", "C", "<hole>", "<middle>")
 
 # per-phase states; phase 0: before HOLE, 1: after HOLE, 2: after MIDDLE
 _NEED_M, _M_PT, _AFTER_M, _L_PT, _C1, _C2, _C3, _READY = range(8)

@@ -17,6 +17,8 @@ import torch.nn.functional as F
 
 from argen.contracts import TextData
 from argen.export import save_bundle
+from argen.generator import Generator
+from argen.grid import image_grid
 from argen.optim import adamw, param_groups, warmup_cosine
 from argen.sampling_config import SamplingConfig
 from argen.targets import TargetTokenizer
@@ -167,15 +169,11 @@ class Seq2SeqModule(pl.LightningModule):
     # -- samples and export -----------------------------------------------------------------
     def generator(self):
         """An :class:`argen.Generator` over the in-memory network (no export round trip)."""
-        from argen.generator import Generator
-
         return Generator(getattr(self.net, "_orig_mod", self.net), self.text_tokenizer, self.target,
                          sampling=self.sampling)
 
     @torch.no_grad()
     def log_samples(self, batch) -> None:
-        from argen.grid import image_grid
-
         prompts = list(self.hparams.sample_prompts or batch["caption"][:8])
         was_training = self.net.training
         self.net.eval()

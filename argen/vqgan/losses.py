@@ -38,7 +38,7 @@ class PerceptualLoss(nn.Module):
 
     def __init__(self, net: str = "vgg"):
         super().__init__()
-        try:
+        try:  # function-level: lpips is optional, needed only with perceptual_weight > 0
             import lpips
         except ImportError as e:
             raise RuntimeError(

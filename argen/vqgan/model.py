@@ -18,6 +18,7 @@ from vector_quantize_pytorch import VectorQuantize
 
 from argen import presets
 from argen.nn import MLP, SelfAttention, make_norm
+from argen.vqgan.losses import LAPLACE_EPS
 
 
 @dataclass
@@ -205,8 +206,6 @@ class VQGAN(nn.Module):
         """Decoder output -> image in [-1, 1]."""
         if not self.config.logit_laplace:
             return out
-        from argen.vqgan.losses import LAPLACE_EPS
-
         mu = out[:, : self.config.channels]
         return ((torch.sigmoid(mu) - LAPLACE_EPS) / (1 - 2 * LAPLACE_EPS)).clamp(0, 1) * 2 - 1
 

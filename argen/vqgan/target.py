@@ -188,6 +188,7 @@ def evaluate(tokenizer: ImageTokenizer, images: torch.Tensor | Sequence[Image.Im
     Returns ``psnr`` (mean of per-image PSNR, dB), ``psnr_pooled`` (PSNR of the pooled MSE), ``ssim``,
     ``usage``, ``perplexity``, ``unused_codes`` and ``images``.
     """
+    # function-level: torchmetrics is a heavy import, and ImageTokenizer is on the sampling path
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     n = len(images)
