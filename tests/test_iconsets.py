@@ -75,6 +75,7 @@ def roots(tmp_path_factory):
     bs.mkdir(parents=True)
     (bs / "heart-fill.svg").write_text(filled(HEART))  # the same drawing as tabler filled/heart: merged
     (bs / "bell.svg").write_text(filled(BELL))
+    (bs / "bootstrap-icons.svg").write_text(f'<svg {NS}><symbol id="x" viewBox="0 0 16 16"/></svg>')  # the sprite
     (bs / "text.svg").write_text(f'<svg {NS} viewBox="0 0 16 16"><text>A</text></svg>')  # refused
     (r["lucide"] / "data").mkdir()
     db = sqlite3.connect(r["lucide"] / "data" / "lucide-icons.db")
@@ -110,6 +111,7 @@ def test_readers_read_every_layout(roots):
     assert {(i.name, i.style) for i in got["tabler"]} == {("heart", "outline"), ("home", "outline"),
                                                           ("heart", "filled"), ("star", "outline")}
     assert {i.style for i in got["remix"]} == {"fill", "line"}
+    assert "bootstrap-icons" not in {i.name for i in got["bootstrap"]}  # the sprite is not an icon
     house = next(i for i in got["fontawesome"] if i.name == "house")
     assert house.tags == ["abode", "building", "home"] and house.label == "House" and house.licence == "CC BY 4.0"
     assert next(i for i in got["lucide"] if i.name == "heart").tags == ["love", "like", "emoji"]

@@ -124,6 +124,8 @@ def read_fontawesome(root: Path) -> Iterator[Icon]:
 
 def read_bootstrap(root: Path) -> Iterator[Icon]:
     for path in _svg_files(root / "static" / "bootstrap-icons"):
+        if path.stem == "bootstrap-icons":
+            continue  # the sprite of every icon (1 MB of <symbol>s), not an icon
         style = "fill" if path.stem.endswith("-fill") else "outline"
         yield Icon("bootstrap", path.stem, style, path.read_text("utf-8"), "MIT")
 
