@@ -478,3 +478,51 @@ def test_a_stored_top_k_can_be_switched_off_from_the_api_the_cli_and_yaml(export
         Seq2SeqModule(target=plain.target, preset="demo", sampling={"topk": 3})
     with pytest.raises(ValueError, match="cfg_scale must be a number"):
         plain.generate(prompts, cfg_scale=None)  # ambiguous (no guidance? the export's?): refused
+
+
+# -- recognisability on a prepared icon corpus ------------------------------------------------------
+def test_recognisability_scores_nearest_concepts():
+    from argen.eval.svg import recognisability
+
+    train = np.eye(4, 16, dtype=bool).repeat(1, axis=0)
+    train[:, 8:] = np.eye(4, 8, dtype=bool)  # four distinct masks
+    concepts = [{"heart"}, {"home"}, {"star"}, {"bell"}]
+    names = ["heart", "home", "star", "bell"]
+    r = recognisability(train.copy(), np.ones(4, bool), names, train, concepts, shuffles=50)
+    assert r["score"] == 1.0 and r["floor"] < 0.6  # shuffling the prompts breaks most matches
+    r = recognisability(train.copy(), np.array([True, False, True, True]), names, train, concepts)
+    assert r["score"] == 0.75  # an invalid sample is a miss
+
+
+def _tiny_corpus(folder):
+    from argen.data.shards import write_shards
+
+    icons = {"heart": "M12 21l-8-8a5 5 0 0 1 8-6a5 5 0 0 1 8 6z", "home": "M3 11l9-8 9 8v10h-6v-6h-6v6H3z",
+             "star": "M12 2l3 7h7l-6 4 2 7-6-4-6 4 2-7-6-4h7z"}
+
+    def sample(key, concept, set_, d):
+        svg = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><path d="{d}"/></svg>'
+        return {"__key__": key, "svg": svg.encode(), "txt": concept,
+                "json": {"set": set_, "name": concept, "style": "", "licence": "MIT", "tags": [],
+                         "concept": concept, "concepts": [concept]}}
+    train = [sample(f"a-{c}", c, "a", d) for c, d in icons.items()]
+    train += [sample(f"b-{c}", c, "b", d.replace("M", "M1 1L", 1)) for c, d in icons.items()]
+    write_shards(iter(train), folder, "train", 4, progress=False)
+    write_shards(iter([sample(f"c-{c}", c, "c", icons[c]) for c in ("heart", "star")]), folder, "val", 4,
+                 progress=False)
+    (folder / "eval").mkdir()
+    (folder / "eval" / "heldout.tsv").write_text("prompt\tcategory\tchallenge\tconcept\tkey\n" + "".join(
+        f"{c}\tc\theld-out (concept, set)\t{c}\tc-{c}\n" for c in ("heart", "star")))
+
+
+def test_svg_on_a_corpus_reports_recognisability(exports, tmp_path):
+    _tiny_corpus(tmp_path / "corpus")
+    out = tmp_path / "svg"
+    evaluate_svg(exports["svg"], out, corpus=tmp_path / "corpus", num_samples=2, features="randconv",
+                 progress=False)
+    metrics, report = read_report(out)
+    r = metrics["metrics"]["recognisability"]
+    assert r["n_samples"] == 4 and r["n_real"] == 2 and r["training_icons"] == 6
+    assert r["ceiling_real_heldout"] == 1.0  # the real held-out heart is nearest to a training heart
+    assert 0.0 <= r["samples"] <= 1.0 and 0.0 <= r["floor_shuffled_prompts"] <= 1.0
+    assert "Recognisability" in report and (out / "contact-sheet.png").is_file()

@@ -76,8 +76,8 @@ def test_raster_iou():
 
 
 def test_validity_needs_strict_parse_and_render():
-    stroked = f'<svg {NS} viewBox="0 0 24 24"><path d="M2 2L9 9" stroke="black"/></svg>'
-    assert validity([A, "<svg", stroked, B]) == 0.5
+    unsupported = f'<svg {NS} viewBox="0 0 24 24"><text>A</text></svg>'
+    assert validity([A, "<svg", unsupported, B]) == 0.5
 
 
 def test_uniqueness_counts_samples_with_no_identical_twin():

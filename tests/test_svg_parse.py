@@ -132,15 +132,15 @@ def test_arcs_as_cubics_stay_on_the_ellipse(rx, ry, phi, large, sweep):
     assert err < 3e-4
 
 
-def test_strokes_are_refused_with_a_reason():
-    with pytest.raises(SVGError, match="stroke") as e:
-        normalize_paths(svg('<path d="M2 2L20 20" fill="none" stroke="black" stroke-width="2"/>'), 200)
-    assert e.value.reason == "stroke"
-    with pytest.raises(SVGError, match="stroke"):  # inherited stroke (Feather/Lucide style)
-        normalize_paths(svg('<circle cx="12" cy="12" r="5"/>', extra='stroke="currentColor" fill="none"'), 200)
-    # invisible strokes are fine
-    assert normalize_paths(svg('<rect width="4" height="4" stroke="red" stroke-width="0"/>'
-                               '<rect width="4" height="4" stroke="none"/>'), 200)
+def test_strokes_are_outlined_and_inherited():
+    # a stroked path becomes a filled outline (tests/test_svg_stroke.py checks it against resvg)
+    assert len(normalize_paths(svg('<path d="M2 2L20 20" fill="none" stroke="black" stroke-width="2"/>'), 200)) == 1
+    # inherited stroke (Feather/Lucide style)
+    assert len(normalize_paths(svg('<circle cx="12" cy="12" r="5"/>', extra='stroke="currentColor" fill="none"'),
+                               200)) == 1
+    # invisible strokes add nothing
+    assert len(normalize_paths(svg('<rect width="4" height="4" stroke="red" stroke-width="0"/>'
+                                   '<rect width="4" height="4" stroke="none"/>'), 200)) == 2
 
 
 @pytest.mark.parametrize("body,match", [

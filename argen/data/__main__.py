@@ -1,7 +1,8 @@
 """``python -m argen.data``: prepare built-in shards, train a text tokenizer, describe shards.
 
     python -m argen.data prepare shapes --out data/shapes32 --train 20000 --val 512 --size 32
-    python -m argen.data prepare icons --out data/icons --format svg
+    python -m argen.data prepare icons --sources mdi,tabler,lucide --out data/icons   (default: every installed set)
+    python -m argen.data prepare icons --common 6 --out data/icons-common6     (the IconShop CPU demo's corpus)
     python -m argen.data prepare emoji --from emoji-datasource-google-16.0.0.tgz … --out data/emoji64
     python -m argen.data tokenizer --shards 'data/shapes32/train-*.tar' --vocab-size 128 --out tok.json
     python -m argen.data stats 'data/shapes32/val-*.tar' --json
@@ -31,7 +32,7 @@ def _prepare(args: argparse.Namespace) -> None:
     if args.dataset == "shapes":
         recipe.update(train=args.train, val=args.val, size=args.size or 32, seed=args.seed)
     else:
-        recipe.update(format=args.format, size=args.size or 256)
+        recipe.update(format=args.format, size=args.size or 256, sources=args.sources, common=args.common)
     prepare_recipe(recipe, force=args.force)
     print(f"prepared {args.dataset} shards in {args.out}")
 
@@ -87,6 +88,12 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, default=None, help="image side in px (shapes: 32, icons png: 256)")
     p.add_argument("--seed", type=int, default=0, help="shapes: random seed")
     p.add_argument("--format", choices=["svg", "png"], default="svg", help="icons: SVG text or rasterized PNG")
+    p.add_argument("--sources", default="all",
+                   help="icons: comma-separated sets (mdi,tabler,remix,fontawesome,bootstrap,lucide,ionicons,"
+                        "heroicons); default: every installed one")
+    p.add_argument("--common", type=int, default=0,
+                   help="icons: keep only concepts drawn by at least this many sets and hold out some "
+                        "(concept, set) pairs as val (the demo corpus); 0: the whole corpus, split by concept")
     p.add_argument("--per-shard", type=int, default=None, help="samples per shard (default: ≤1000, ≥16 shards)")
     p.add_argument("--force", action="store_true", help="rewrite even if DIR holds a prepared recipe")
     p.add_argument("--from", dest="packs", nargs="+", default=None, metavar="PACK",

@@ -1,6 +1,6 @@
 """Built-in dataset recipes: ``{dataset: shapes|icons, out: DIR, …}`` -> shards (and a text tokenizer).
 
-A recipe names a built-in dataset (:mod:`argen.data.shapes`, :mod:`argen.data.icons`) and its
+A recipe names a built-in dataset (:mod:`argen.data.shapes`, :mod:`argen.data.iconcorpus`) and its
 options; :func:`prepare_recipe` writes its shards once, even when several ranks start together,
 and refuses to reuse a folder that holds another recipe's shards. Kept apart from
 :mod:`argen.data.shards` (reading and writing any shards), which the datasets themselves use: the
@@ -16,15 +16,15 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from argen.data import icons, shapes
+from argen.data import iconcorpus, shapes
 from argen.data.shards import read_captions
 from argen.text import TextTokenizer
 
 RECIPES: dict[str, dict[str, Any]] = {
     "shapes": {"train": 20000, "val": 512, "size": 32, "seed": 0, "per_shard": None},
-    "icons": {"format": "svg", "size": 256, "per_shard": None},
+    "icons": {"sources": "all", "common": 0, "format": "svg", "size": 256, "per_shard": None},
 }
-DATASETS = {"shapes": shapes.prepare, "icons": icons.prepare}
+DATASETS = {"shapes": shapes.prepare, "icons": iconcorpus.prepare}
 DEFAULT_VOCAB = {"shapes": 128, "icons": 1000}  # text tokenizer sizes when a recipe gives none
 MARKER = "prepare.json"
 

@@ -81,6 +81,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--raster-size", type=int, default=64, help="raster size for FID")
     p.add_argument("--train-limit", type=int, default=None,
                    help="novelty against only this many training icons (quick checks; default: all)")
+    p.add_argument("--corpus", default=None,
+                   help="a folder from `python -m argen.data prepare icons`: its train shards are the training "
+                        "icons, its eval/heldout.tsv the default prompts, and recognisability is measured")
     _seed(p)
     _common(p)
     _speculative(p)
@@ -148,7 +151,8 @@ def run(args: argparse.Namespace) -> dict:
 
         return evaluate_svg(args.export, prompts=args.prompts, num_prompts=args.num_prompts,
                             num_samples=args.num_samples, raster_size=args.raster_size,
-                            train_limit=args.train_limit, speculative=args.speculative, **common)
+                            train_limit=args.train_limit, speculative=args.speculative,
+                            corpus=args.corpus, **common)
     if args.command == "emoji":
         from argen.eval.emoji import evaluate_emoji
 

@@ -7,12 +7,21 @@ Novelty compares samples with the training icons as the model saw them, ``decode
 with the export's own tokenizer, so a memorised icon is not called novel because of quantization.
 FID compares rasters of the valid samples with rasters of the held-out icons; its reference row
 does the same for as many training icons (through the tokenizer): a perfect model's value.
+
+With ``corpus=DIR`` (a folder written by ``python -m argen.data prepare icons``) the training icons
+are that corpus's train shards, the prompts default to its held-out (concept, set) drawings
+(``DIR/eval/heldout.tsv``), and **recognisability** is measured: the share of samples whose nearest
+training icon (64 px mask IoU, over the whole training set) carries the prompted concept. Its floor
+pairs each sample with another prompt's concept (prompts shuffled, averaged over shuffles); its
+ceiling puts the real held-out icons in place of the samples.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +87,48 @@ def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -
     return out
 
 
+def corpus_icons(folder: str | Path, split: str) -> list[dict[str, Any]]:
+    """``{"key", "svg", "json"}`` of every sample in ``folder/{split}-*.tar``, sorted by key."""
+    rows: dict[str, dict[str, Any]] = {}
+    shards = sorted(Path(folder).glob(f"{split}-[0-9]*.tar"))
+    if not shards:
+        raise FileNotFoundError(f"no {split}-*.tar shards in {folder} (python -m argen.data prepare icons --out …)")
+    for shard in shards:
+        with tarfile.open(shard) as tar:
+            for member in tar.getmembers():
+                key, _, ext = Path(member.name).name.partition(".")
+                if ext in ("svg", "json"):
+                    data = tar.extractfile(member).read().decode("utf-8")
+                    rows.setdefault(key, {"key": key})[ext] = json.loads(data) if ext == "json" else data
+    return [rows[k] for k in sorted(rows) if "svg" in rows[k]]
+
+
+def through_tokenizer(tokenizer, svgs: list[str]) -> list[str | None]:
+    """``decode(encode(svg))``: what the model saw (None when refused or longer than ``max_len``)."""
+    out: list[str | None] = []
+    for svg in svgs:
+        try:
+            ids = tokenizer.encode(svg)
+            out.append(tokenizer.decode(ids) if len(ids) <= tokenizer.max_len else None)
+        except SVGError:
+            out.append(None)
+    return out
+
+
+def recognisability(masks: np.ndarray, valid: np.ndarray, concepts: list[str], train_masks: np.ndarray,
+                    train_concepts: list[set[str]], shuffles: int = 20, seed: int = 0) -> dict[str, Any]:
+    """Share of masks whose nearest training mask carries their concept (invalid ones count as misses),
+    and the same with the concepts shuffled among the masks (the floor, mean of ``shuffles``)."""
+    if not len(masks):
+        return {"score": None, "floor": None, "n": 0}
+    nearest = pairwise_iou(masks, train_masks).argmax(axis=1)
+    near_concepts = [train_concepts[j] for j in nearest]
+    hit = lambda cs: float(np.mean([bool(v) and c in near for v, c, near in zip(valid, cs, near_concepts)]))  # noqa: E731
+    rng = np.random.default_rng(seed)
+    floor = [hit([concepts[i] for i in rng.permutation(len(concepts))]) for _ in range(shuffles)]
+    return {"score": hit(concepts), "floor": float(np.mean(floor)), "n": len(masks)}
+
+
 def cache_dir() -> Path:
     return Path(os.environ.get("ARGEN_CACHE", Path.home() / ".cache" / "argen"))
 
@@ -113,7 +164,8 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
                  num_prompts: int = DEFAULT_PROMPTS, num_samples: int = 2, seed: int = 0, batch_size: int = 64,
                  device: str = "cpu", features: str = "auto", inception_weights: str | None = None,
                  raster_size: int = 64, train_limit: int | None = None, cell: int = 96, wandb: bool = False,
-                 progress: bool = True, speculative: bool | int = False) -> dict[str, Any]:
+                 progress: bool = True, speculative: bool | int = False,
+                 corpus: str | Path | None = None) -> dict[str, Any]:
     """Sample held-out icon prompts (or a TSV suite), measure, and write the report to ``out``.
 
     ``train_limit`` compares novelty with only that many training icons (quick checks; the
@@ -122,6 +174,8 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     """
 
     check_generator(export, "svg_tokenizer", "svg")
+    if prompts is None and corpus is not None:
+        prompts = Path(corpus) / "eval" / "heldout.tsv"
     rows = read_prompts(prompts) if prompts is not None else heldout_icons(num_prompts)
     if num_samples < 1:
         raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
@@ -131,6 +185,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
         "subcommand": "svg", "export": str(export), "prompts": str(prompts) if prompts else "held-out icons",
         "num_prompts": len(rows), "num_samples": num_samples, "seed": seed, "sampling": gen.sampling.to_dict(),
         "tokenizer": repr(gen.target), "raster_size": raster_size, "train_limit": train_limit,
+        "corpus": str(corpus) if corpus else None,
         "fid_features": fid.name, "speculative": speculative}, wandb)
 
     outputs = gen.generate([r.prompt for r in rows], num_samples=num_samples, seed=seed, batch_size=batch_size,
@@ -144,15 +199,45 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
 
     # -- validity, uniqueness, novelty --------------------------------------------------------------
     masks, valid = raster_masks(samples)
-    train = training_icons(gen.target, train_limit, progress)
-    train_masks = cached_masks(train, progress=progress)
+    if corpus is None:
+        train = training_icons(gen.target, train_limit, progress)
+        train_concepts: list[set[str]] = []
+        icons = dict(load_icons())
+        refs = [icons.get(r.extra.get("slug", "")) for r in rows]
+        real_svgs = [svg for s, svg in load_icons() if split_of(s) == "val"]
+    else:
+        items = corpus_icons(corpus, "train")
+        if train_limit is not None and train_limit < len(items):
+            items = [items[int(round(i))] for i in np.linspace(0, len(items) - 1, train_limit)]
+        seen = through_tokenizer(gen.target, [it["svg"] for it in items])
+        train = [s for s in seen if s is not None]
+        train_concepts = [set(it["json"].get("concepts") or [it["json"].get("concept")])
+                          for it, s in zip(items, seen) if s is not None]
+        held = {it["key"]: it["svg"] for it in corpus_icons(corpus, "val")}
+        refs = [held.get(r.extra.get("key", "")) for r in rows]
+        real_svgs = list(held.values())
+    train_masks, train_valid = raster_masks(train) if corpus is not None else (cached_masks(train, progress=progress),
+                                                                                None)
+    if train_valid is not None:
+        train_masks = train_masks[train_valid]
+        train_concepts = [c for c, ok in zip(train_concepts, train_valid) if ok]
     m: dict[str, Any] = {"samples": len(samples), "validity": float(valid.mean()),
                          "uniqueness": uniqueness(samples), "novelty": novelty_of(samples, train_masks),
                          "training_icons": len(train_masks)}
 
+    # -- recognisability: the nearest training icon carries the prompted concept ---------------------
+    if corpus is not None:
+        concepts = [r.extra.get("concept") or r.prompt for r in rows for _ in range(num_samples)]
+        rec = recognisability(masks, valid, concepts, train_masks, train_concepts, seed=seed)
+        ref_ok = [(r, ref) for r, ref in zip(rows, refs) if ref is not None]
+        ref_masks, ref_valid = raster_masks([s or "" for s in through_tokenizer(gen.target, [x for _, x in ref_ok])])
+        ceil = recognisability(ref_masks, ref_valid, [r.extra.get("concept") or r.prompt for r, _ in ref_ok],
+                               train_masks, train_concepts, seed=seed)
+        m["recognisability"] = {"samples": rec["score"], "floor_shuffled_prompts": rec["floor"],
+                                "ceiling_real_heldout": ceil["score"], "n_samples": rec["n"],
+                                "n_real": ceil["n"], "training_icons": len(train_masks)}
+
     # -- prompt fidelity: IoU of samples with the prompt's reference icon ----------------------------
-    icons = dict(load_icons())
-    refs = [icons.get(r.extra.get("slug", "")) for r in rows]
     best, every, per_cat = [], [], {}
     for k, (r, ref) in enumerate(zip(rows, refs)):
         if ref is None:
@@ -171,7 +256,6 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
 
     # -- FID on rasters -----------------------------------------------------------------------------
     fakes = [raster(s, raster_size) for s, ok in zip(samples, valid) if ok]
-    real_svgs = [svg for s, svg in load_icons() if split_of(s) == "val"]
     real = [raster(s, raster_size) for s in real_svgs]
     rng = np.random.default_rng(seed)
     ref_train = [raster(train[i], raster_size)
@@ -197,6 +281,18 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
                    f"{fid.name}; training icons vs held-out: {fid_ref['fid']:.4g}")
     report.summary("IoU to reference (best of samples)", m["iou_to_reference_best"],
                    f"{len(best)} prompts with a reference icon")
+    if "recognisability" in m:
+        r = m["recognisability"]
+        report.summary("Recognisability", r["samples"], f"floor (prompts shuffled) {r['floor_shuffled_prompts']:.1%}, "
+                       f"ceiling (real held-out icons) {r['ceiling_real_heldout']:.1%}", percent=True)
+        report.section("Recognisability", f"""
+For each held-out (concept, set) prompt, the share of samples whose nearest training icon (64 px mask
+IoU over all {r['training_icons']} training icons, as the model saw them) carries the prompted
+concept's name; invalid samples are misses. **Floor**: the same samples scored against another
+prompt's concept (prompts shuffled, mean of 20 shuffles). **Ceiling**: the real held-out icons in
+place of the samples (how often a drawing of the concept from this set is nearest to the same concept
+in the other sets).""")
+        report.table("recognisability", [{"what": k, "value": v} for k, v in r.items()])
     report.section("Sample quality", f"""
 {len(rows)} prompts × {num_samples} samples (seed {seed}; sampling: {sampling_text(gen.sampling.to_dict())}).
 **Validity**: the strict parser accepts the SVG and resvg renders it. **Uniqueness**

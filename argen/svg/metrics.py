@@ -56,7 +56,7 @@ def raster_masks(svgs: Sequence[str], size: int = 64) -> tuple[np.ndarray, np.nd
     """Flattened masks ``(N, size²)`` bool and a validity vector ``(N,)``.
 
     Valid means the strict parser accepts the SVG (it could be tokenized: well-formed, finite,
-    no strokes or unsupported elements) *and* resvg renders it.
+    strokes outlined, no unsupported elements) *and* resvg renders it.
     """
     masks = np.zeros((len(svgs), size * size), dtype=bool)
     valid = np.zeros(len(svgs), dtype=bool)

@@ -5,12 +5,12 @@ Two steps, both bounded:
 1. :func:`parse_xml` reads the text with ``defusedxml`` (DTDs, entities and external references
    refused, so billion-laughs and XXE cannot expand) under limits on size, depth and element count.
 2. :func:`normalize_paths` walks the tree the way a renderer would (inherited styles, nested
-   transforms, ``use``, nested ``svg``, basic shapes) and returns each filled element as a
-   :data:`~argen.svg.geometry.Path` in a ``size × size`` frame: the viewBox mapped onto the full
-   square, aspect kept, centred, no margin.
+   transforms, ``use``, nested ``svg``, basic shapes) and returns each filled element, and each
+   stroke outlined by :mod:`argen.svg.stroke`, as a :data:`~argen.svg.geometry.Path` in a
+   ``size × size`` frame: the viewBox mapped onto the full square, aspect kept, centred, no margin.
 
 What is dropped or refused (see docs/svg.md): colours and opacity (all fills become black), CSS
-from ``<style>`` sheets, clipping and masks (ignored); visible strokes, ``text``, ``image`` and
+from ``<style>`` sheets, clipping and masks (ignored); non-scaling strokes, ``text``, ``image`` and
 ``foreignObject`` (refused with :class:`SVGError`, reason ``"stroke"`` / ``"unsupported"``).
 """
 
@@ -37,7 +37,8 @@ from argen.svg.geometry import (
     translate,
     viewbox_transform,
 )
-from argen.svg.pathdata import NUMBER, parse_path_data
+from argen.svg.pathdata import NUMBER, parse_path_data_closed
+from argen.svg.stroke import CAPS, JOINS, StrokeStyle, outline, parse_dasharray
 
 MAX_SVG_CHARS = 1 << 20  # 1 MiB of text; icons are a few KiB
 MAX_DEPTH = 64  # element nesting (XML depth, and <use> chains on top of it)
@@ -59,8 +60,9 @@ _UNSUPPORTED = {"text", "image", "foreignObject", "switch", "textPath", "tspan",
 _SHAPES = {"path", "rect", "circle", "ellipse", "line", "polyline", "polygon"}
 _CONTAINERS = {"g", "a"}
 _INHERITED = ("fill", "fill-rule", "fill-opacity", "stroke", "stroke-width", "stroke-opacity",
-              "visibility")
-_PRESENTATION = set(_INHERITED) | {"display", "opacity", "transform"}
+              "stroke-linecap", "stroke-linejoin", "stroke-miterlimit", "stroke-dasharray",
+              "stroke-dashoffset", "visibility")
+_PRESENTATION = set(_INHERITED) | {"display", "opacity", "transform", "vector-effect"}
 _UNITS = {"": 1.0, "px": 1.0, "pt": 4 / 3, "pc": 16.0, "in": 96.0, "cm": 96 / 2.54, "mm": 96 / 25.4,
           "q": 96 / 101.6}
 _LENGTH = re.compile(rf"\s*({NUMBER})\s*(px|pt|pc|in|cm|mm|q|%)?\s*", re.IGNORECASE)
@@ -290,13 +292,22 @@ def _rect(x: float, y: float, w: float, h: float, rx: float, ry: float) -> Path:
     return [(start, segs)]
 
 
-def _shape(tag: str, el: ET.Element, vw: float, vh: float) -> Path:
-    """The outline of a basic shape or path in its own user space."""
+def _shape(tag: str, el: ET.Element, vw: float, vh: float) -> tuple[Path, list[bool]]:
+    """The geometry of a basic shape or path in its own user space, and whether each subpath is
+    closed (strokes join closed subpaths' ends and cap open ones)."""
+    path = _shape_path(tag, el, vw, vh)
+    if tag == "path":
+        return path
+    closed = tag not in ("line", "polyline")
+    return path, [closed] * len(path)
+
+
+def _shape_path(tag: str, el: ET.Element, vw: float, vh: float):
     diag = math.sqrt((vw * vw + vh * vh) / 2)
     L = lambda name, ref, default=0.0: parse_length(el.get(name), f"<{tag}> {name}", ref, default)  # noqa: E731
     if tag == "path":
         d = el.get("d")
-        return parse_path_data(d) if d and d.strip() != "none" else []
+        return parse_path_data_closed(d) if d and d.strip() != "none" else ([], [])
     if tag == "rect":
         x, y, w, h = L("x", vw), L("y", vh), L("width", vw), L("height", vh)
         if w < 0 or h < 0:
@@ -318,8 +329,9 @@ def _shape(tag: str, el: ET.Element, vw: float, vh: float) -> Path:
         if rx < 0 or ry < 0:
             raise SVGError(f"<{tag}> has a negative radius", "malformed")
         return _ellipse(cx, cy, rx, ry) if rx > 0 and ry > 0 else []
-    if tag == "line":
-        return []  # a line encloses no area: it shows only when stroked, and strokes are refused
+    if tag == "line":  # no area when filled; it shows only when stroked
+        x1, y1, x2, y2 = L("x1", vw), L("y1", vh), L("x2", vw), L("y2", vh)
+        return [((x1, y1), [((x2, y2),)])] if (x1, y1) != (x2, y2) else []
     nums = parse_numbers(el.get("points", ""), f"<{tag}> points")
     if len(nums) % 2:
         raise SVGError(f"<{tag}> points has an odd number of coordinates", "malformed")
@@ -337,7 +349,8 @@ class _Context:
     segments: int = 0
     active_uses: set[str] = field(default_factory=set)
     paths: list[Path] = field(default_factory=list)
-    shapes: dict[tuple, Path] = field(default_factory=dict)  # outlines by (element, viewport)
+    size: float = 1.0
+    shapes: dict[tuple, tuple[Path, list[bool]]] = field(default_factory=dict)  # by (element, viewport)
 
     def lookup(self, ref: str) -> ET.Element:
         if self.ids is None:
@@ -351,15 +364,39 @@ class _Context:
         return self.ids[ref]
 
 
-def _visible_stroke(style: dict[str, str]) -> bool:
+def _stroke_style(tag: str, el: ET.Element, style: dict[str, str], viewport: tuple[float, float]
+                  ) -> StrokeStyle | None:
+    """The element's stroke, resolved (``None`` when nothing visible is stroked)."""
     stroke = style.get("stroke")
     if stroke is None or _is_none(stroke) or _zero(style.get("stroke-opacity")):
-        return False
-    width = style.get("stroke-width", "1")
+        return None
+    vw, vh = viewport
+    diag = math.sqrt((vw * vw + vh * vh) / 2)
+    width = parse_length(style.get("stroke-width", "1"), "stroke-width", diag, 1.0)
+    if width < 0:
+        raise SVGError(f"{_describe(tag, el)} has a negative stroke-width", "malformed")
+    if width == 0:
+        return None
+    if _properties(el).get("vector-effect", "").strip().lower() == "non-scaling-stroke":
+        raise SVGError(f'{_describe(tag, el)} has vector-effect="non-scaling-stroke": its width is in '
+                       "viewport units, which the stroke outliner does not model", "stroke")
+    cap = style.get("stroke-linecap", "butt").strip().lower()
+    join = style.get("stroke-linejoin", "miter").strip().lower()
+    join = "miter" if join in ("miter-clip", "arcs") else join  # SVG 2 values; renderers fall back
+    if cap not in CAPS:
+        raise SVGError(f"invalid stroke-linecap {cap[:20]!r}", "malformed")
+    if join not in JOINS:
+        raise SVGError(f"invalid stroke-linejoin {join[:20]!r}", "malformed")
     try:
-        return parse_length(width, "stroke-width", 1.0) > 0
-    except SVGError:
-        return True
+        miter = float(style.get("stroke-miterlimit", "4"))
+    except ValueError:
+        raise SVGError(f"invalid stroke-miterlimit {style['stroke-miterlimit'][:20]!r}", "malformed") from None
+    if not math.isfinite(miter) or miter < 1:
+        raise SVGError(f"stroke-miterlimit must be a number >= 1, got {miter!r}", "malformed")
+    dashes = parse_dasharray(style.get("stroke-dasharray"),
+                             lambda v: parse_length(v, "stroke-dasharray", diag))
+    offset = parse_length(style.get("stroke-dashoffset"), "stroke-dashoffset", diag)
+    return StrokeStyle(width, cap, join, miter, dashes, offset)
 
 
 def _describe(tag: str, el: ET.Element) -> str:
@@ -455,22 +492,34 @@ def _draw(tag: str, el: ET.Element, ctm: Affine, style: dict[str, str],
           viewport: tuple[float, float], ctx: _Context) -> None:
     if style.get("visibility", "visible").lower() in ("hidden", "collapse"):
         return
-    if _visible_stroke(style):
-        raise SVGError(f"{_describe(tag, el)} has a visible stroke (stroke={style['stroke']!r}, "
-                       f"stroke-width={style.get('stroke-width', '1')!r}); strokes are not converted "
-                       "to outlines, so the icon would lose them", "stroke")
-    if _is_none(style.get("fill")) or _zero(style.get("fill-opacity")):
+    stroke = _stroke_style(tag, el, style, viewport)
+    fill = tag != "line" and not (_is_none(style.get("fill")) or _zero(style.get("fill-opacity")))
+    if not fill and stroke is None:
         return
     key = (id(el), viewport)
     if key not in ctx.shapes:
-        ctx.shapes[key] = [s for s in _shape(tag, el, *viewport) if s[1]]
-    path = ctx.shapes[key]
-    if not path:
+        path, closed = _shape(tag, el, *viewport)
+        keep = [i for i, s in enumerate(path) if s[1]]
+        ctx.shapes[key] = ([path[i] for i in keep], [closed[i] for i in keep])
+    local, closed = ctx.shapes[key]
+    if not local:
         return
-    ctx.segments += sum(len(s[1]) for s in path)
+    ctx.segments += sum(len(s[1]) for s in local)
     if ctx.segments > MAX_SEGMENTS:
         raise SVGError(f"more than {MAX_SEGMENTS} path segments", "limit")
-    path = transform_path(ctm, path)
+    if fill:
+        _fill(local, ctm, style, ctx)
+    if stroke is not None:
+        path = outline(local, closed, stroke, ctm, ctx.size)
+        ctx.segments += sum(len(s[1]) for s in path)
+        if ctx.segments > MAX_SEGMENTS:
+            raise SVGError(f"more than {MAX_SEGMENTS} path segments (stroke outlines included)", "limit")
+        if path:
+            ctx.paths.append(path)
+
+
+def _fill(local: Path, ctm: Affine, style: dict[str, str], ctx: _Context) -> None:
+    path = transform_path(ctm, local)
     if style.get("fill-rule", "nonzero").strip().lower() == "evenodd":
         if len(path) > MAX_EVENODD_SUBPATHS:
             raise SVGError(f"evenodd path with more than {MAX_EVENODD_SUBPATHS} subpaths", "limit")
@@ -487,7 +536,7 @@ def normalize_paths(svg: str | ET.Element, size: float) -> list[Path]:
     try:
         root = svg if isinstance(svg, ET.Element) else parse_xml(svg)
         vb = root_viewbox(root)
-        ctx = _Context(root)
+        ctx = _Context(root, size=float(size))
         props = _properties(root)
         if props.get("display", "").lower() == "none" or _zero(props.get("opacity")):
             return []

@@ -45,8 +45,15 @@ def _tokens(d: str) -> list[str]:
 
 def parse_path_data(d: str) -> Path:
     """Parse ``d`` into absolute subpaths (local coordinates, before any transform)."""
+    return parse_path_data_closed(d)[0]
+
+
+def parse_path_data_closed(d: str) -> tuple[Path, list[bool]]:
+    """Like :func:`parse_path_data`, plus whether each subpath ends with Z (strokes join a closed
+    subpath's ends and cap an open one's)."""
     toks = _tokens(d)
     path: Path = []
+    closed: list[bool] = []
     segs: list[Segment] | None = None
     cur: Point = (0.0, 0.0)
     start: Point = (0.0, 0.0)
@@ -60,6 +67,8 @@ def parse_path_data(d: str) -> Path:
             cmd = tok
             i += 1
             if cmd in "Zz":
+                if segs is not None:
+                    closed[-1] = True
                 cur, segs, prev_cubic, prev_quad = start, None, None, None
                 continue
         elif cmd is None:
@@ -98,12 +107,14 @@ def parse_path_data(d: str) -> Path:
             cur = start = (args[0] + ox, args[1] + oy)
             segs = []
             path.append((start, segs))
+            closed.append(False)
             cmd = "l" if rel else "L"  # extra coordinate pairs are implicit linetos
             prev_cubic = prev_quad = None
             continue
         if segs is None:  # drawing after Z starts a new subpath at the old start
             segs = []
             path.append((cur, segs))
+            closed.append(False)
         c1: Point
         if lo == "l":
             p = (args[0] + ox, args[1] + oy)
@@ -139,4 +150,4 @@ def parse_path_data(d: str) -> Path:
         prev_quad = q if lo in "qt" else None
         segs.extend(s for s in seg if not (len(s) == 1 and s[0] == cur))
         cur = p
-    return path
+    return path, closed
