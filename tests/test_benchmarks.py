@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 import pytest
+from toys import tiny_export, tiny_image_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: restores the thread count afterwards
@@ -55,30 +56,18 @@ def test_train_benchmark_runs_and_reports_ratio(capsys):
 @pytest.fixture(scope="module")
 def toy_exports(tmp_path_factory):
     """Untrained tiny image and SVG generator exports, written by the export code training uses."""
-    import torch
 
     from argen.svg import SVGTokenizer
     from argen.text import TextTokenizer
-    from argen.transformer.lit import Seq2SeqModule
-    from argen.transformer.model import EncoderDecoder, config_from_preset
-    from argen.vqgan import VQGAN, ImageTarget, ImageTokenizer, VQGANConfig
+    from argen.vqgan import ImageTarget
 
     root = tmp_path_factory.mktemp("speculative")
-    torch.manual_seed(0)
-    vq = VQGAN(VQGANConfig(image_size=32, patch_size=8, dim=32, enc_layers=1, dec_layers=1, heads=2, mlp_dim=64,
-                           codebook_size=64, code_dim=8, kmeans_init=False))
-    ImageTokenizer(vq).save_pretrained(root / "tokenizer")
+    tiny_image_tokenizer(root)
     text = TextTokenizer.train([f"a {c} {s} icon" for c in ("red", "blue", "green") for s in ("star", "home")] * 20,
                                60)
 
     def export(target, out):
-        module = Seq2SeqModule(target=target, preset="demo", sampling={"cfg_scale": 2.0, "top_p": 0.9})
-        module.net = EncoderDecoder(config_from_preset(
-            "demo", text_vocab_size=text.vocab_size, max_text_len=32, target_vocab_size=target.vocab_size,
-            max_target_len=target.max_len, target_feature_sizes=tuple(target.feature_sizes), d_model=32,
-            n_heads=2, enc_layers=1, dec_layers=1, d_ff=64))
-        module.text_tokenizer = text
-        return module.export(out)
+        return tiny_export(target, text, out, sampling={"cfg_scale": 2.0, "top_p": 0.9})
 
     return export(ImageTarget(str(root / "tokenizer")), root / "image"), export(SVGTokenizer(grid=16, max_len=24),
                                                                               root / "svg")

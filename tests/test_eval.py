@@ -11,6 +11,7 @@ import pytest
 import scipy.linalg
 import torch
 from PIL import ImageFilter
+from toys import tiny_export, tiny_image_tokenizer
 
 from argen.data import shapes
 from argen.data.icons import caption as icon_caption
@@ -211,26 +212,15 @@ def exports(tmp_path_factory):
     by ImageTokenizer.save_pretrained and Seq2SeqModule.export (the code paths training uses)."""
     from argen.svg import SVGTokenizer
     from argen.text import TextTokenizer
-    from argen.transformer.lit import Seq2SeqModule
-    from argen.transformer.model import EncoderDecoder, config_from_preset
-    from argen.vqgan import VQGAN, ImageTarget, ImageTokenizer, VQGANConfig
+    from argen.vqgan import ImageTarget
 
     root = tmp_path_factory.mktemp("exports")
-    torch.manual_seed(0)
-    vq = VQGAN(VQGANConfig(image_size=32, patch_size=8, dim=32, enc_layers=1, dec_layers=1, heads=2, mlp_dim=64,
-                           codebook_size=64, code_dim=8, kmeans_init=False))
-    ImageTokenizer(vq).save_pretrained(root / "tokenizer")
+    tiny_image_tokenizer(root)
     _, caps = renders(200, 0, "train")
     text = TextTokenizer.train(caps + [icon_caption(s) for s, _ in load_icons()[:200]], 200)
 
     def export(target, out):
-        module = Seq2SeqModule(target=target, preset="demo")
-        module.net = EncoderDecoder(config_from_preset(
-            "demo", text_vocab_size=text.vocab_size, max_text_len=32, target_vocab_size=target.vocab_size,
-            max_target_len=target.max_len, target_feature_sizes=tuple(target.feature_sizes), d_model=32,
-            n_heads=2, enc_layers=1, dec_layers=1, d_ff=64))
-        module.text_tokenizer = text
-        return module.export(out)
+        return tiny_export(target, text, out)
 
     return {"tokenizer": root / "tokenizer", "image": export(ImageTarget(str(root / "tokenizer")), root / "image"),
             "svg": export(SVGTokenizer(grid=32, max_len=40), root / "svg")}

@@ -3,75 +3,14 @@
 import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
+from toys import GridTarget, ParityTarget, V, make_model, prompts
 
-from argen.targets import Grammar, TargetTokenizer
 from argen.transformer import EncoderDecoder, TransformerConfig, generate, log_likelihood
 from argen.transformer import sampling as S
 from argen.transformer.sampling import rerank_scores, sample_logits
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
-
-V = 24
-
-
-class GridTarget(TargetTokenizer):
-    """Fixed-length 'image' of side x side tokens whose row/col enter as features (like ImageTarget)."""
-
-    def __init__(self, side=6):
-        self.vocab_size, self.max_len, self.side = V, side * side, side
-        self.feature_sizes = (side + 1, side + 1)
-
-    def token_features(self, inputs, positions):
-        row, col = positions // self.side + 1, positions % self.side + 1  # 0 is left for "none"
-        return torch.stack([row, col], -1).expand(inputs.shape[0], -1, -1)
-
-
-class ParityTarget(TargetTokenizer):
-    """Variable length: tokens alternate even/odd, EOS (22) may come any time, then PAD (23)."""
-
-    eos_id, pad_id = 22, 23
-
-    def __init__(self, max_len=20, force_eos_at=None):
-        self.vocab_size, self.max_len, self.force_eos_at = V, max_len, force_eos_at
-
-    def grammar(self):
-        # states: 0 expects even, 1 expects odd, 2 done; with force_eos_at, count steps instead
-        if self.force_eos_at is not None:
-            n = self.force_eos_at
-            allowed = torch.zeros(n + 2, V, dtype=torch.bool)
-            allowed[:n, :20] = True
-            allowed[n, 22] = True
-            allowed[n + 1, 23] = True
-            transition = torch.full((n + 2, V), n + 1)
-            transition[:n] = torch.arange(1, n + 1)[:, None]
-            return Grammar(allowed, transition)
-        allowed = torch.zeros(3, V, dtype=torch.bool)
-        allowed[0, 0:20:2] = allowed[1, 1:20:2] = True
-        allowed[:2, 22] = True
-        allowed[2, 23] = True
-        transition = torch.full((3, V), 2)
-        transition[0, 0:20:2], transition[1, 1:20:2] = 1, 0
-        return Grammar(allowed, transition)
-
-
-def make_model(feature_sizes=()):
-    torch.manual_seed(0)
-    config = TransformerConfig(text_vocab_size=40, target_vocab_size=V, max_text_len=12, max_target_len=40,
-                               target_feature_sizes=feature_sizes, d_model=48, n_heads=4, enc_layers=2,
-                               dec_layers=2, d_ff=96, tie_embeddings=False)
-    model = EncoderDecoder(config).eval()
-    with torch.no_grad():  # logits of std ~1.5 rather than ~0.15, so sampling choices matter
-        model.head.weight.mul_(10)
-    return model
-
-
-def prompts(B=3, S=7, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(0, 40, (B, S), generator=g)
-    mask = torch.ones(B, S, dtype=torch.bool)
-    mask[1, 4:] = False  # one padded row
-    return ids, mask
 
 
 UNCOND = torch.tensor([[1, 2]])

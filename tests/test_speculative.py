@@ -5,6 +5,7 @@ import random
 import pytest
 import torch
 import torch.nn.functional as F
+from toys import GridTarget, ParityTarget, V, make_model, prompts
 
 from argen.targets import Grammar, TargetTokenizer
 from argen.transformer import EncoderDecoder, TransformerConfig, generate
@@ -13,55 +14,6 @@ from argen.transformer.sampling import sample_logits
 from argen.transformer.speculative import SpeculativeStats, generate_speculative, token_probs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
-
-V = 24
-
-
-class GridTarget(TargetTokenizer):
-    """Fixed-length 'image' whose row/col enter as features, from (T,) or per-row (B, T) positions."""
-
-    def __init__(self, side=6):
-        self.vocab_size, self.max_len, self.side = V, side * side, side
-        self.feature_sizes = (side + 1, side + 1)
-
-    def token_features(self, inputs, positions):
-        return torch.stack([positions // self.side + 1, positions % self.side + 1], -1).expand(*inputs.shape, 2)
-
-
-class ParityTarget(TargetTokenizer):
-    """Variable length: tokens alternate even/odd, EOS (22) may come any time, then PAD (23)."""
-
-    eos_id, pad_id = 22, 23
-
-    def __init__(self, max_len=20):
-        self.vocab_size, self.max_len = V, max_len
-
-    def grammar(self):
-        allowed = torch.zeros(3, V, dtype=torch.bool)
-        allowed[0, 0:20:2] = allowed[1, 1:20:2] = True
-        allowed[:2, 22] = True
-        allowed[2, 23] = True
-        transition = torch.full((3, V), 2)
-        transition[0, 0:20:2], transition[1, 1:20:2] = 1, 0
-        return Grammar(allowed, transition)
-
-
-def random_model(feature_sizes=()):
-    torch.manual_seed(0)
-    config = TransformerConfig(text_vocab_size=40, target_vocab_size=V, max_text_len=12, max_target_len=40,
-                               target_feature_sizes=feature_sizes, d_model=48, n_heads=4, enc_layers=2,
-                               dec_layers=2, d_ff=96, tie_embeddings=False)
-    model = EncoderDecoder(config).eval()
-    with torch.no_grad():  # peaked enough that the argmax is far from ties
-        model.head.weight.mul_(10)
-    return model
-
-
-def prompts(B=3, S=7):
-    ids = torch.randint(0, 40, (B, S), generator=torch.Generator().manual_seed(0))
-    mask = torch.ones(B, S, dtype=torch.bool)
-    mask[1, 4:] = False
-    return ids, mask
 
 
 UNCOND = torch.tensor([[1, 2]])
@@ -72,7 +24,7 @@ UNCOND = torch.tensor([[1, 2]])
 @pytest.mark.parametrize("greedy", [dict(temperature=0.0), dict(top_k=1)])
 def test_greedy_is_bit_identical_to_sequential(kind, guided, greedy):
     target = GridTarget() if kind == "image" else ParityTarget(30)
-    model = random_model(target.feature_sizes)
+    model = make_model(target.feature_sizes)
     ids, mask = prompts()
     kw = dict(greedy, **(dict(uncond_ids=UNCOND, cfg_scale=2.5) if guided else {}))
     sequential = generate(model, ids, mask, target, **kw)
@@ -85,7 +37,7 @@ def test_greedy_is_bit_identical_to_sequential(kind, guided, greedy):
 
 def test_greedy_with_a_prefix_and_the_static_path():
     target = GridTarget()
-    model = random_model(target.feature_sizes)
+    model = make_model(target.feature_sizes)
     ids, mask = prompts()
     prefix = torch.tensor([[3, 4, 5]]).expand(3, -1)
     kw = dict(temperature=0.0, uncond_ids=UNCOND, cfg_scale=2.0, prefix=prefix)
@@ -104,7 +56,7 @@ def test_greedy_with_a_prefix_and_the_static_path():
 def test_rows_at_different_positions_match_their_own_decoding():
     """Per-row write positions: a row's logits do not depend on where the other rows stand."""
     target = GridTarget()
-    model = random_model(target.feature_sizes)
+    model = make_model(target.feature_sizes)
     ids, mask = prompts(2)
     seqs = torch.randint(0, V, (2, 10), generator=torch.Generator().manual_seed(1))
     x = model.shift_right(seqs)
@@ -258,7 +210,7 @@ def test_compiled_window_matches_eager():
     from torch._dynamo.utils import counters
 
     target = GridTarget()
-    model = random_model(target.feature_sizes)
+    model = make_model(target.feature_sizes)
     ids, mask = prompts()
     kw = dict(uncond_ids=UNCOND, cfg_scale=2.0, seeds=[0, 1, 2], top_p=0.9, window=4)
     eager = generate_speculative(model, ids, mask, target, **kw)
