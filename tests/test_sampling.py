@@ -34,24 +34,29 @@ def test_cached_equals_uncached_over_a_full_sequence(grid_model):
 
 @pytest.mark.parametrize("guided", [False, True])
 def test_named_steps_compose_to_generate_and_check_k_tokens_at_once(grid_model, guided):
-    """The seam a speculative decoder uses: one cached pass gives the logits of k positions, equal to
-    k single steps; a rejected draft's cache slots need no clearing (kv_len bounds what is read)."""
+    """The seam a speculative decoder uses: one ``decode_window`` pass gives the logits of k positions,
+    equal to k single steps; a rejected draft's cache slots need no clearing (kv_len bounds what is read)."""
     ids, mask = prompts()
     target = GridTarget()
     kw = dict(seeds=[0, 1, 2], max_len=12, return_logits=True, **(dict(uncond_ids=UNCOND, cfg_scale=2.0)
                                                                     if guided else {}))
     ref, ref_logits = generate(grid_model, ids, mask, target, **kw)
     state = S.start(grid_model, ids, mask, target, **kw)
+
+    def window(x, start):  # one pass over positions start .. start + T - 1 of every row
+        pos = (start + torch.arange(x.shape[1]))[None].expand(x.shape[0], -1)
+        return grid_model.decode_window(x, state.features(x, pos), pos, kv_len=start + x.shape[1],
+                                        cfg_scale=state.cfg_scale)
+
     with S.inference(grid_model):
         S.setup_cache(grid_model, state)
         S.prefill(grid_model, state)  # token 0
         draft = torch.randint(0, V, (3, 4), generator=torch.Generator().manual_seed(0))
-        junk = S.forward_cached(grid_model, state, torch.cat([state.inputs[:, 1:2], draft], 1), 1, all_positions=True)
+        junk = window(torch.cat([state.inputs[:, 1:2], draft], 1), 1)
         assert junk.shape == (3, 5, V)  # slots 1..5 now hold a wrong draft's keys and values
-        truth = torch.cat([state.inputs[:, 1:2], ref[:, 1:5]], 1)
-        at_once = S.forward_cached(grid_model, state, truth, 1, all_positions=True)
+        at_once = window(torch.cat([state.inputs[:, 1:2], ref[:, 1:5]], 1), 1)
         torch.testing.assert_close(at_once.float(), ref_logits[:, 1:6], atol=1e-4, rtol=1e-4)
-        S.forward_cached(grid_model, state, torch.cat([state.inputs[:, 1:2], draft], 1), 1)  # junk again
+        window(torch.cat([state.inputs[:, 1:2], draft], 1), 1)  # junk again
         S.decode_n_tokens(grid_model, state, 100)  # from token 1, single steps over the junk slots
     tokens, logits = state.result()
     assert state.done and torch.equal(tokens, ref)

@@ -335,12 +335,10 @@ class EncoderDecoder(nn.Module):
         self.unpack()
 
     def decode_step(self, inputs: torch.Tensor, features: torch.Tensor | None, input_pos: torch.Tensor,
-                    kv_len: int | None = None, cfg_scale: float | None = None,
-                    all_positions: bool = False) -> torch.Tensor:
-        """Logits (B, V) of the token after ``inputs`` (B, T) placed at positions ``input_pos`` (T,);
-        with ``all_positions``, the logits after each of the T inputs, (B, T, V).
+                    kv_len: int | None = None, cfg_scale: float | None = None) -> torch.Tensor:
+        """Logits (B, V) of the token after ``inputs`` (B, T) placed at positions ``input_pos`` (T,).
 
-        T > 1 prefills (or, with ``all_positions``, checks) several positions in one pass. With
+        T > 1 prefills several positions in one pass. With
         ``kv_len`` (eager), the positions are the last T of the filled prefix, ``kv_len - T .. kv_len - 1``,
         and attention reads only the first ``kv_len`` cache slots; without it (static shapes for
         ``torch.compile``), any positions may be given and attention reads the whole cache under a
@@ -365,7 +363,7 @@ class EncoderDecoder(nn.Module):
         for i, block in enumerate(self.decoder):
             copies = 2 if self._guided and i == 0 else 1
             x = block(x, None, self._memory_bias, mask, input_pos, kv_len, copies)
-        hidden = self.dec_norm(x if all_positions else x[:, -1])
+        hidden = self.dec_norm(x[:, -1])
         return self.logits(hidden) if cfg_scale is None else self.guided_logits(hidden, cfg_scale)
 
     def guided_logits(self, hidden: torch.Tensor, cfg_scale: float) -> torch.Tensor:

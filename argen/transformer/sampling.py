@@ -240,20 +240,19 @@ def start(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Tensor
 
 
 # -- the steps -----------------------------------------------------------------------------------
-def forward_cached(model: EncoderDecoder, state: DecodeState, inputs: torch.Tensor, start: int,
-                   all_positions: bool = False) -> torch.Tensor:
+def forward_cached(model: EncoderDecoder, state: DecodeState, inputs: torch.Tensor, start: int) -> torch.Tensor:
     """One cached pass over decoder ``inputs`` (B, T) at positions ``start .. start+T-1``.
 
     Writes their keys/values into the cache and returns the (guided) logits after the last input,
-    (B, V), or after each one, (B, T, V), with ``all_positions``. Attention reads only the first
-    ``start + T`` cache slots, so slots beyond them (say, of draft tokens a verifier rejected) need no
-    clearing: they are never read, and the next pass from an earlier position overwrites them. This
-    is the seam for both the prefill and checking k proposed tokens at once.
+    (B, V). Attention reads only the first ``start + T`` cache slots, so slots beyond them need no
+    clearing: they are never read, and the next pass from an earlier position overwrites them.
+    (Checking k drafted tokens at once, with each row at its own length, is
+    :meth:`EncoderDecoder.decode_window`, used by :mod:`argen.transformer.speculative`.)
     """
     T = inputs.shape[1]
     pos = state.positions[start : start + T]
     return model.decode_step(inputs, state.features(inputs, pos), pos, kv_len=start + T,
-                             cfg_scale=state.cfg_scale, all_positions=all_positions)
+                             cfg_scale=state.cfg_scale)
 
 
 def prefill(model: EncoderDecoder, state: DecodeState) -> torch.Tensor:
