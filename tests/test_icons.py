@@ -1,12 +1,9 @@
 """The icons dataset: the pack, captions, the held-out split, and shards written and read back."""
 
-import io
-import itertools
 import json
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 from tokenizers import Tokenizer
 
@@ -58,19 +55,3 @@ def test_prepare_svg_shards(tmp_path):
     tok = Tokenizer.from_file(str(out / "tok.json"))
     assert tok.get_vocab_size() == 200
     assert tok.decode(tok.encode("arrow down").ids) == "arrow down"
-
-
-def test_png_samples():
-    pytest.importorskip("argen.svg.rasterize")
-    from PIL import Image
-
-    rows = list(itertools.islice(icons.samples("val", "png", 32), 3))
-    assert len(rows) == 3
-    for r in rows:
-        img = Image.open(io.BytesIO(r["png"]))
-        assert img.size == (32, 32) and img.mode == "RGB"
-        a = np.asarray(img)
-        assert a.min() < 100 and a.max() == 255  # dark glyph on white
-        assert icons.split_of(r["__key__"]) == "val" and r["txt"] == icons.caption(r["__key__"])
-    with pytest.raises(ValueError, match="format"):
-        next(icons.samples("val", "jpeg"))

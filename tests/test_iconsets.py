@@ -172,6 +172,27 @@ def test_prepare_corpus_dedups_splits_and_counts(roots, tmp_path):
     assert (tmp_path / "all" / "eval" / "val-concepts.txt").is_file()
 
 
+def test_prepare_png_writes_dark_glyphs_on_white(roots, tmp_path):
+    import io
+
+    from PIL import Image
+
+    iconcorpus.prepare(tmp_path / "png", roots=roots, sources=["mdi"], format="png", size=32, workers=1,
+                       progress=False)
+    pngs = []
+    for tar in sorted((tmp_path / "png").glob("*-*.tar")):
+        with tarfile.open(tar) as t:
+            pngs += [t.extractfile(m).read() for m in t.getmembers() if m.name.endswith(".png")]
+    assert len(pngs) == 5  # the fixture's five mdi icons
+    for data in pngs:
+        img = Image.open(io.BytesIO(data))
+        assert img.size == (32, 32) and img.mode == "RGB"
+        a = np.asarray(img)
+        assert a.min() < 100 and a.max() == 255
+    with pytest.raises(ValueError, match="format"):
+        iconcorpus.prepare(tmp_path / "jpeg", roots=roots, sources=["mdi"], format="jpeg", progress=False)
+
+
 def test_prepare_common_holds_out_concept_set_pairs(roots, tmp_path, monkeypatch):
     monkeypatch.setattr(iconcorpus, "HELDOUT_PERCENT", 100)  # every common concept has a held-out pair
     stats = iconcorpus.prepare(tmp_path / "c", roots=roots, common=4, workers=1, progress=False,

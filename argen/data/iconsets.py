@@ -21,6 +21,7 @@ naming the package.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import re
@@ -29,6 +30,8 @@ import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from argen.data.icons import mdi_records
 
 
 @dataclass
@@ -80,11 +83,7 @@ def _svg_files(folder: Path) -> list[Path]:
 # -- readers -------------------------------------------------------------------------------------
 
 def read_mdi(root: Path) -> Iterator[Icon]:
-    import importlib
-
-    pack = importlib.import_module(root.name) if root.name.isidentifier() else None
-    records = [v for k, v in vars(pack).items() if not k.startswith("_") and type(v).__name__ == "Icon"]
-    for icon in sorted(records, key=lambda r: r.slug):
+    for icon in mdi_records(importlib.import_module(root.name)):
         style = "outline" if icon.slug.endswith("-outline") else "filled"
         yield Icon("mdi", icon.slug, style, icon.svg, "Apache-2.0")
 
