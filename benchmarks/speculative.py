@@ -35,7 +35,7 @@ from argen.transformer.sampling import generate
 from argen.transformer.speculative import DEFAULT_WINDOW, SpeculativeStats, generate_speculative
 
 ROOT = Path(__file__).resolve().parents[1]
-DEMOS = {"image": "/work/main/runs/parti-demo/export", "svg": "/work/main/runs/iconshop-demo/export"}
+DEMOS = {"image": str(ROOT / "runs/parti-demo/export"), "svg": str(ROOT / "runs/iconshop-demo/export")}
 
 
 def demo_prompts(kind: str, n: int) -> list[str]:
