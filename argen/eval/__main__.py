@@ -108,7 +108,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe", choices=("cnn", "inception-linear"), default="cnn",
                    help="cnn: small CNN on the 64 px pixels; inception-linear: logistic regression on the FID "
                         "features (slow on CPU: use --probe-images)")
-    p.add_argument("--probe-epochs", type=int, default=6)
+    p.add_argument("--probe-epochs", type=int, default=None, help="CNN probe epochs (default 12)")
     p.add_argument("--probe-images", type=int, default=None, help="train the probe on at most this many images")
     p.add_argument("--fid-reference", type=int, default=300, help="real training images for the FID reference")
     p.add_argument("--cache", default=None, help="folder keeping the probe and real-image features between runs "
