@@ -8,7 +8,9 @@ For each demo (image: shapes prompts on ``runs/parti-demo/export``; SVG: held-ou
 the same prompts and seeds with the export's own sampling settings (guidance, temperature, top-k/p),
 interleaved so that CPU contention hits both alike. Reported: decoder passes per sample (a batch's
 passes: every row waits for it), the mean accepted length (tokens per pass per row), and wall
-time, as medians over repeats; ratios are sequential / speculative (higher is better). Acceptance
+time, as medians over repeats. Ratios are sequential / speculative (higher is better) per token of
+the batch's output over all repeats: the two decoders draw different samples, and where EOS ends
+them (SVG) their lengths differ, so medians of whole-sample passes would compare unequal work. Acceptance
 is a property of trained weights: random weights say nothing about it.
 
 With ``--json`` the last line is ``{"image": {"passes_ratio_b1": ..., "wall_ratio_b1": ...,
@@ -80,7 +82,12 @@ def compare(gen: Generator, kind: str, batch: int, windows: list[int], repeats: 
     for r in range(repeats):
         for w in windows:
             runs[w].append(run_once(gen, prompts[r * batch : (r + 1) * batch], r, w))
-    return {w: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for w, rs in runs.items()}
+    rows = {w: {k: statistics.median(x[k] for x in rs) for k in rs[0]} for w, rs in runs.items()}
+    for w, rs in runs.items():  # per token over all repeats: EOS ends the two decoders' draws at different lengths
+        tokens = sum(x["tokens"] for x in rs)
+        rows[w]["passes_per_token"] = sum(x["passes"] for x in rs) / tokens
+        rows[w]["s_per_token"] = sum(x["wall_s"] for x in rs) / tokens
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -115,14 +122,14 @@ def main(argv: list[str] | None = None) -> dict:
             rows = compare(gen, kind, batch, [0, args.window, *extra], args.repeats)
             seq = rows[0]
             for w, m in rows.items():
-                px, wx = seq["passes"] / m["passes"], seq["wall_s"] / m["wall_s"]
+                px, wx = seq["passes_per_token"] / m["passes_per_token"], seq["s_per_token"] / m["s_per_token"]
                 name = "sequential" if w == 0 else f"speculative {w}"
                 print(f"{batch:>5} {name:>14} {m['passes']:>7.1f} {m['accepted']:>9.2f} {m['tokens']:>7.0f} "
                       f"{m['wall_s']:>8.3f} {px:>9.2f} {wx:>7.2f}")
             result[kind][batch] = {str(w): m for w, m in rows.items()}
             spec = rows[args.window]
-            ratios[kind][f"passes_ratio_b{batch}"] = round(seq["passes"] / spec["passes"], 3)
-            ratios[kind][f"wall_ratio_b{batch}"] = round(seq["wall_s"] / spec["wall_s"], 3)
+            ratios[kind][f"passes_ratio_b{batch}"] = round(seq["passes_per_token"] / spec["passes_per_token"], 3)
+            ratios[kind][f"wall_ratio_b{batch}"] = round(seq["s_per_token"] / spec["s_per_token"], 3)
     if args.json:
         print(json.dumps(ratios))
     return {"ratios": ratios, "runs": result}
