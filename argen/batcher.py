@@ -16,12 +16,15 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import torch
 
 from argen.generator import Generator
 from argen.sampling_config import UNSET
+
+RECENT_BATCHES = 1024
 
 
 class Busy(RuntimeError):
@@ -77,7 +80,9 @@ class Batcher:
                              f"preview_every={preview_every}")
         self.generator = generator
         self.max_batch, self.max_queue, self.wait, self.preview_every = max_batch, max_queue, wait, preview_every
-        self.batches: list[int] = []  # requests per generate call, for tests and benchmarks
+        # requests per generate call (the last RECENT_BATCHES of them: a server runs for weeks), for tests and
+        # benchmarks
+        self.batches: deque[int] = deque(maxlen=RECENT_BATCHES)
         self.active = 0  # requests in the generate call now running
         self._pending: list[Request] = []
         self._cond = threading.Condition()

@@ -15,19 +15,22 @@ per pass such drafts could give; Jacobi drafting's measured figure is in BENCHMA
 from __future__ import annotations
 
 import argparse
+import sys
 import tarfile
 import zlib
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
-from speculative import demo_prompts  # benchmarks/speculative.py: the speed benchmark's prompts
 
 from argen.data.shards import expand_shards
 from argen.generator import Generator
 from argen.transformer.sampling import generate
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))  # also when imported rather than run as a script
+from speculative import demo_prompts  # noqa: E402  (benchmarks/speculative.py: the speed benchmark's prompts)
+
 CONTEXTS = (6, 4, 3, 2, 1)
 
 

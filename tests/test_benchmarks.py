@@ -3,23 +3,16 @@
 Timings are not checked here (tests check correctness; BENCHMARKS.md records speed).
 """
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
+from toys import load_benchmark as load
 from toys import tiny_export, tiny_image_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: restores the thread count afterwards
-
-
-def load(name: str):
-    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_attention_benchmark_checks_its_kernel_against_sdpa():
@@ -87,3 +80,47 @@ def test_speculative_benchmark_reports_every_ratio(toy_exports, capsys):
             assert runs["0"]["accepted"] == 1.0 and runs["3"]["accepted"] >= 1.0
             assert runs["3"]["passes"] <= runs["0"]["passes"]  # a pass never commits fewer than one token
     assert "2" in out["runs"]["image"][1] and "2" not in out["runs"]["image"][16]  # the sweep runs at batch 1
+
+
+def test_speculative_ratios_are_per_token(toy_exports):
+    """Ratios divide passes (and seconds) per token of output, so samples that EOS ends at different
+    lengths are compared for equal work; sequential decoding is one pass per token."""
+    image, svg = toy_exports
+    out = load("speculative").main(["--image", str(image), "--svg", str(svg), "--repeats", "2", "--window", "3",
+                                    "--batches", "1"])
+    for kind in ("image", "svg"):
+        seq, spec = out["runs"][kind][1]["0"], out["runs"][kind][1]["3"]
+        assert seq["passes_per_token"] == 1.0 and 0 < spec["passes_per_token"] <= 1.0
+        assert out["ratios"][kind]["passes_ratio_b1"] == round(seq["passes_per_token"] / spec["passes_per_token"], 3)
+        assert out["ratios"][kind]["wall_ratio_b1"] == round(seq["s_per_token"] / spec["s_per_token"], 3)
+
+
+def test_ngram_lookup_prefers_the_longest_context_seen():
+    bench = load("svg_ngram_drafts")
+    table = bench.lookup_table([[1, 2, 3, 4], [1, 2, 3, 4], [7, 2, 3, 5], [9, 9, 9, 5]])
+    assert bench.predict(table, [1, 2, 3]) == 4  # (1, 2, 3) was followed by 4 only
+    assert bench.predict(table, [7, 2, 3]) == 5  # the longer context wins over (2, 3) -> 4
+    assert bench.predict(table, [8, 3]) == 4  # backs off to (3,), most often followed by 4
+    assert bench.predict(table, [6]) is None  # never seen
+
+
+def test_ngram_drafts_benchmark_runs_on_a_corpus(toy_exports, tmp_path, capsys):
+    import io
+    import tarfile
+
+    _, svg = toy_exports
+    shard = tmp_path / "train-000000.tar"
+    icons = ['<svg viewBox="0 0 16 16"><path d="M2 2L14 2L14 14Z"/></svg>',
+             '<svg viewBox="0 0 16 16"><path d="M2 2L14 2L2 14Z"/></svg>',
+             '<svg viewBox="0 0 16 16"><path d="M4 4L12 4L12 12L4 12Z"/></svg>']
+    with tarfile.open(shard, "w") as tar:
+        for i, text in enumerate(icons):
+            data = text.encode()
+            info = tarfile.TarInfo(f"icon{i}.svg")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out = load("svg_ngram_drafts").main(["--export", str(svg), "--corpus", str(shard), "--prompts", "2",
+                                         "--window", "3"])
+    assert out["corpus_sequences"] == 3 and out["positions"] > 0
+    assert 0 <= out["hit_rate"] <= 1 and 1 <= out["tokens_per_pass_bound"] <= 4
+    assert "tokens per pass" in capsys.readouterr().out

@@ -3,6 +3,7 @@ module under real Lightning, and the CLI."""
 
 import io
 import json
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -263,6 +264,11 @@ def test_prepare_recipe_is_checked(shapes_dir, tmp_path):
     prepare_recipe({"dataset": "shapes", "out": str(shapes_dir), "train": 96, "val": 20, "size": 32})  # no-op
     with pytest.raises(ValueError, match="another recipe"):
         prepare_recipe({"dataset": "shapes", "out": str(shapes_dir), "train": 97, "val": 20, "size": 32})
+    moved = tmp_path / "moved"
+    shutil.copytree(shapes_dir, moved)
+    before = {p.name: p.stat().st_mtime_ns for p in moved.glob("*.tar")}
+    prepare_recipe({"dataset": "shapes", "out": str(moved), "train": 96, "val": 20, "size": 32})  # recognised
+    assert {p.name: p.stat().st_mtime_ns for p in moved.glob("*.tar")} == before  # not written again
     with pytest.raises(ValueError, match="unknown keys.*colour"):
         prepare_recipe({"dataset": "shapes", "out": str(tmp_path), "colour": "red"})
     with pytest.raises(ValueError, match="dataset"):

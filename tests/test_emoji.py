@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
+from toys import load_benchmark
 
 from argen.data import emoji as E
 from argen.data.recipes import tokenizer_for
@@ -285,3 +286,14 @@ def test_eval_emoji_end_to_end(emoji_export, tmp_path):
     assert (m2["vendor_ceiling"], m2["category_ceiling"], m2["fid"]) == (m["vendor_ceiling"], m["category_ceiling"],
                                                                          m["fid"])
     assert main(["emoji", str(emoji_export), "--out", str(out), "--pairs", str(tmp_path / "none.tsv")]) == 2
+
+
+def test_probe_benchmark_scores_each_configuration(shards, capsys):
+    """benchmarks/emoji_probe.py: one row per EPOCHSxWIDTH, read on the held-out pairs' real images."""
+    out, _ = shards
+    rows = load_benchmark("emoji_probe").main(["--shards", str(out / "train-*.tar"), "--configs", "8x16", "1x4",
+                                               "--threads", "1"])
+    assert [(r["epochs"], r["width"]) for r in rows] == [(8, 16), (1, 4)]
+    assert all(0 <= r["vendor"] <= 1 and 0 <= r["category"] <= 1 for r in rows)
+    assert rows[0]["vendor"] > 0.7  # the fixture's vendors differ in colour: a trained probe reads them
+    assert capsys.readouterr().out.count("held-out images") == 2

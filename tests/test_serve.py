@@ -15,6 +15,7 @@ from PIL import Image
 pytest.importorskip("gradio", reason="the demo extra is not installed: pip install -e '.[demo]'")
 
 from gradio_client import Client  # noqa: E402
+from toys import load_benchmark  # noqa: E402
 
 from argen import serve  # noqa: E402
 from argen.batcher import Batcher, Busy, Request  # noqa: E402
@@ -85,7 +86,8 @@ def test_batcher_serves_concurrent_requests_in_one_call_exactly_as_alone(tiny_ex
                 updates.append(r.updates.get(timeout=120))
             assert updates[-1][0] == "done", updates[-1]
             results.append(updates)
-        assert batcher.batches == [3]  # one generate call for the three
+        assert list(batcher.batches) == [3]  # one generate call for the three
+        assert batcher.batches.maxlen is not None  # a long-running server keeps only the recent sizes
         for r, updates in zip(requests, results):
             alone = gen.generate([r.prompt], num_samples=r.num_samples, seed=r.seed, temperature=1.0)[0]
             assert updates[-1][1] == alone
@@ -169,7 +171,7 @@ def test_concurrent_requests_are_batched_and_none_lost(running):
         results = list(pool.map(lambda s: generate(Client(running["url"], verbose=False), model, samples=2, seed=s),
                                 range(6)))
     assert all(len(r[2]) == 2 for r in results)
-    sizes = batcher.batches[before:]
+    sizes = list(batcher.batches)[before:]
     assert sum(sizes) == 6 and max(sizes) > 1, sizes
     alone = generate(client, model, samples=2, seed=4)
     assert np.array_equal(pixels(alone[2][1]), pixels(results[4][2][1]))  # batched == alone
@@ -327,13 +329,8 @@ def test_page_is_offline_and_binds_locally(running):
 def test_serve_benchmark_runs_at_toy_size(tiny_exports, capsys):
     """benchmarks/serve.py end to end (its own server process) with 3 clients: the JSON line is complete,
     nothing is lost and batching changed no one's samples. Speed is not checked here (BENCHMARKS.md)."""
-    import importlib.util
-    from pathlib import Path
-
-    spec = importlib.util.spec_from_file_location("bench_serve", Path(__file__).parents[1] / "benchmarks" / "serve.py")
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    out = bench.main([str(tiny_exports["image"]), "--clients", "3", "--samples", "2", "--rounds", "1", "--json"])
+    out = load_benchmark("serve").main([str(tiny_exports["image"]), "--clients", "3", "--samples", "2", "--rounds", "1",
+                                        "--json"])
     last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert last["throughput_ratio"] == out["throughput_ratio"] > 0 and last["p95_s"] > 0
     assert last["lost"] == 0 and last["mismatched"] == 0

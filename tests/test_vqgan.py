@@ -159,7 +159,7 @@ def test_recipes_name_real_arguments(recipe):
     assert set(model) <= set(inspect.signature(VQGANModule).parameters)
     assert set(data) <= set(inspect.signature(ShardDataModule).parameters)
     config = VQGANConfig(**model["config"])
-    if recipe == "emoji":  # patch 4: 256 tokens, the PSNR goal (patch 8 fell 4 dB short; BENCHMARKS.md)
+    if recipe == "emoji":  # patch 4 (256 tokens): what reaches the PSNR goal (BENCHMARKS.md, *Emoji*)
         assert config.grid_size == (16, 16) and config.image_size == 64
     elif recipe != "demo":
         preset = config_from_preset(recipe.split("-")[1], image_size=256, patch_size=8, codebook_size=8192,

@@ -1,4 +1,8 @@
-"""Toy targets and a tiny random encoder-decoder shared by the sampling and speculative-decoding tests."""
+"""Toy targets and a tiny random encoder-decoder shared by the sampling and speculative-decoding tests;
+and ``load_benchmark``, which imports a script of ``benchmarks/`` for the tests that run one at toy size."""
+
+import importlib.util
+from pathlib import Path
 
 import torch
 
@@ -91,3 +95,12 @@ def tiny_export(target, text, out, max_text_len=32, **module_kwargs):
         n_heads=2, enc_layers=1, dec_layers=1, d_ff=64))
     module.text_tokenizer = text
     return module.export(out)
+
+
+def load_benchmark(name: str):
+    """``benchmarks/<name>.py`` as a module."""
+    folder = Path(__file__).resolve().parents[1] / "benchmarks"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", folder / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -65,7 +65,8 @@ def prepare_recipe(recipe: dict[str, Any], progress: bool = True, force: bool = 
     """Write a built-in dataset's shards unless ``out`` already holds this recipe's shards.
 
     ``out/prepare.json`` records a finished recipe; a different recipe in the same folder is an
-    error rather than a silent reuse of the wrong data.
+    error rather than a silent reuse of the wrong data. Where the folder lives is not part of the
+    recipe: a prepared folder that was moved or copied is still recognised.
     """
     recipe = normalize_recipe(recipe)
     shard_recipe = {k: v for k, v in recipe.items() if k != "vocab_size"}
@@ -74,7 +75,7 @@ def prepare_recipe(recipe: dict[str, Any], progress: bool = True, force: bool = 
         marker = out / MARKER
         if marker.is_file() and not force:
             done = json.loads(marker.read_text())
-            if done == shard_recipe:
+            if _without_out(done) == _without_out(shard_recipe):
                 return recipe
             raise ValueError(f"{out} already holds shards of another recipe {done}, not {shard_recipe}; "
                              "delete the folder, choose another out, or pass --force")
@@ -83,6 +84,10 @@ def prepare_recipe(recipe: dict[str, Any], progress: bool = True, force: bool = 
         DATASETS[recipe["dataset"]](out, progress=progress, **options)
         marker.write_text(json.dumps(shard_recipe, indent=2) + "\n")
     return recipe
+
+
+def _without_out(recipe: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in recipe.items() if k != "out"}
 
 
 def tokenizer_for(shards: str | Sequence[str], vocab_size: int, out: str | Path, progress: bool = True):

@@ -48,9 +48,8 @@ from argen.generator import Generator
 FLOOR_PERMUTATIONS = 200
 GRID_PROMPTS = 16
 PROBES = ("cnn", "inception-linear")
-# The CNN probe's size and schedule: at 32 channels and 6 epochs its vendor ceiling on the real
-# held-out images was 94%, short of the 95% a judge needs; 48 channels and 12 epochs (about 3 CPU-minutes
-# on ~10,000 images) measured higher (BENCHMARKS.md, *Emoji*).
+# The CNN probe's size and schedule, chosen with benchmarks/emoji_probe.py: a smaller probe's vendor
+# ceiling on real held-out images fell short of what a judge of samples needs (BENCHMARKS.md, *Emoji*).
 PROBE_WIDTH = 48
 PROBE_EPOCHS = 12
 
