@@ -93,12 +93,14 @@ def sample_logits(logits: torch.Tensor, u: torch.Tensor | None, temperature: flo
     return (pick if order is None else order.gather(-1, pick)).squeeze(-1)
 
 
-def _compiled_step(model: EncoderDecoder):
-    """``model.decode_step`` compiled once per model with static shapes (CUDA graphs on GPU)."""
-    fn = model.__dict__.get("_argen_compiled_step")
+def compiled(model: EncoderDecoder, method: str):
+    """``model.<method>`` (``decode_step``, ``decode_window``) compiled once per model with static
+    shapes (CUDA graphs on GPU), kept on the model so later generations reuse it."""
+    key = f"_argen_compiled_{method}"
+    fn = model.__dict__.get(key)
     if fn is None:
-        fn = torch.compile(model.decode_step, mode="reduce-overhead", fullgraph=True, dynamic=False)
-        model.__dict__["_argen_compiled_step"] = fn
+        fn = torch.compile(getattr(model, method), mode="reduce-overhead", fullgraph=True, dynamic=False)
+        model.__dict__[key] = fn
     return fn
 
 
@@ -306,7 +308,7 @@ def setup_cache(model: EncoderDecoder, state: DecodeState, compile: bool = False
     """Encode the text once, project its cross-attention K/V, size the self-attention cache."""
     model.setup_cache(model.encode(state.text_ids, state.text_mask), state.text_mask, state.length,
                       pack=not compile, guided=state.cfg_scale is not None)
-    state.compiled_step = _compiled_step(model) if compile else None
+    state.compiled_step = compiled(model, "decode_step") if compile else None
 
 
 @contextmanager

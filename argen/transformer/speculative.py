@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from argen.sampling_config import check_sampling
 from argen.targets import TargetTokenizer
 from argen.transformer.model import EncoderDecoder
-from argen.transformer.sampling import inference, start
+from argen.transformer.sampling import compiled, inference, start
 
 DEFAULT_WINDOW = 8  # drafts per row and pass; chosen in BENCHMARKS.md ("Speculative decoding")
 CANDIDATES = 64  # a draft is drawn among the q's most likely tokens (any proposal is exact; see draw_drafts)
@@ -178,15 +178,6 @@ def _row_randomness(seeds, batch: int, length: int, device: torch.device, text_i
     return keys.to(device), r.to(device), u.to(device)
 
 
-def _compiled_window(model: EncoderDecoder):
-    """``model.decode_window`` compiled once per model with static shapes (CUDA graphs on GPU)."""
-    fn = model.__dict__.get("_argen_compiled_window")
-    if fn is None:
-        fn = torch.compile(model.decode_window, mode="reduce-overhead", fullgraph=True, dynamic=False)
-        model.__dict__["_argen_compiled_window"] = fn
-    return fn
-
-
 @torch.no_grad()
 def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Tensor,
                          target: TargetTokenizer, *, window: int = DEFAULT_WINDOW,
@@ -250,7 +241,7 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
     with inference(model):
         model.setup_cache(model.encode(state.text_ids, state.text_mask), state.text_mask, L, pack=not compile,
                           guided=scale is not None, slack=T)
-        step = _compiled_window(model) if compile else None
+        step = compiled(model, "decode_window") if compile else None
         if 0 < P < L:  # prefill BOS + prefix[:-1] at positions 0 .. P-1; the first window starts at P
             x = state.inputs[:, :P]
             pos = torch.arange(P, device=device).expand(B, P)
