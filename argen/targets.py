@@ -105,6 +105,12 @@ class TargetTokenizer:
         """
         return inputs.new_zeros(*inputs.shape, 0)
 
+    def id_features(self) -> torch.Tensor:
+        """(vocab_size, F) features of every target id, for a model with ``feature_head``; only a target
+        whose features depend on the id alone (not on its position) has them."""
+        raise ValueError(f"{type(self).__name__}'s token features depend on position, not on the id alone: "
+                         f"it cannot be used with feature_head")
+
     # -- sampling ---------------------------------------------------------------------------
     def grammar(self) -> Grammar | None:
         """Constraint automaton for sampling, or ``None`` when any token may follow any other."""

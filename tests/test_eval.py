@@ -516,3 +516,17 @@ def test_svg_on_a_corpus_reports_recognisability(exports, tmp_path):
     assert r["ceiling_real_heldout"] == 1.0  # the real held-out heart is nearest to a training heart
     assert 0.0 <= r["samples"] <= 1.0 and 0.0 <= r["floor_shuffled_prompts"] <= 1.0
     assert "Recognisability" in report and (out / "contact-sheet.png").is_file()
+
+
+def test_svg_recognisability_without_real_icons_for_the_prompts(exports, tmp_path):
+    """Prompts of training concepts (no held-out key) score recognisability with no ceiling."""
+    _tiny_corpus(tmp_path / "corpus")
+    prompts = tmp_path / "train-prompts.tsv"
+    prompts.write_text("prompt\tconcept\nheart\theart\nstar\tstar\n")
+    out = tmp_path / "svg"
+    evaluate_svg(exports["svg"], out, corpus=tmp_path / "corpus", prompts=prompts, num_samples=2,
+                 features="randconv", progress=False)
+    metrics, report = read_report(out)
+    r = metrics["metrics"]["recognisability"]
+    assert r["n_samples"] == 4 and r["n_real"] == 0 and r["ceiling_real_heldout"] is None
+    assert "n/a: no prompt names a held-out icon" in report

@@ -9,6 +9,7 @@ import lightning.pytorch as pl
 import pytest
 import torch
 import yaml
+from toys import load_benchmark
 
 from argen.data import ShardDataModule
 from argen.data.icons import caption, load_icons
@@ -72,6 +73,27 @@ def test_learns_icons_loss_falls_and_exports(icons, tmp_path):
     assert [len(s) for s in svgs] == [2, 2] and all(s.startswith("<svg") for row in svgs for s in row)
     in_memory = module.generator().generate(["home", "heart"], num_samples=2, seed=3, top_k=1)
     assert svgs == in_memory  # the bundle is the model
+
+    # benchmarks/caption_use.py: a decoder that learnt 8 captioned icons pays for the wrong caption
+    caption_use = load_benchmark("caption_use")
+    losses = caption_use.caption_losses(gen, caption_use.first_samples(str(icons / "val-*.tar"), 8, svg=True), 16)
+    assert losses["samples"] == 7 and losses["own"] < losses["shuffled"] - 0.05, losses  # 1 icon is too long
+
+
+def test_feature_head_module_exports_its_id_features(icons, tmp_path):
+    """The SVG target's point coordinates reach the head at build time and travel in the bundle."""
+    text = TextTokenizer.from_file(icons / "tokenizer.json")
+    torch.manual_seed(0)
+    module = Seq2SeqModule(SVGTokenizer(grid=16, max_len=96), preset="demo", arch={**TINY, "feature_head": True})
+    module.build(text, max_text_len=16)
+    torch.testing.assert_close(module.net.id_features, module.target.id_features())
+    assert module.net.id_features[8 + 3 + 5 * 16].tolist() == [4, 6]  # point (3, 5): x+1, y+1
+    module.export(tmp_path / "export")
+    gen = Generator.from_pretrained(tmp_path / "export")
+    assert gen.net.config.feature_head and torch.equal(gen.net.id_features, module.net.id_features)
+    greedy = gen.generate(["home"], seed=1, top_k=1)
+    assert greedy == module.generator().generate(["home"], seed=1, top_k=1)
+    assert greedy == gen.generate(["home"], seed=1, top_k=1, use_cache=False)  # packed head = unpacked head
 
 
 def test_cfg_dropout_replaces_the_configured_share_by_the_empty_caption(icons):

@@ -155,6 +155,31 @@ def test_untied_head_and_tied_head():
     assert untied(text, mask, untied.shift_right(targets)).shape == (2, 10, 20)
 
 
+def test_feature_head_scores_ids_by_their_features():
+    """With feature_head, an id's output row is its token row plus its features' rows, so ids sharing a
+    feature share that part of their logit; the packed (CPU decoding) head scores the same rows."""
+    with pytest.raises(ValueError, match="feature_head needs target_feature_sizes"):
+        small_model(feature_head=True)
+    model = small_model(target_feature_sizes=(4, 5), feature_head=True)
+    id_features = torch.stack([torch.arange(20) % 4, torch.arange(20) // 4], 1)
+    model.set_id_features(id_features)
+    with pytest.raises(ValueError, match="id features must be"):
+        model.set_id_features(id_features[:, :1])
+    hidden = torch.randn(3, 32)
+    x_rows, y_rows = model.feature_emb[0].weight, model.feature_emb[1].weight
+    want = hidden @ (model.target_emb.weight[:20] + x_rows[id_features[:, 0]] + y_rows[id_features[:, 1]]).T
+    torch.testing.assert_close(model.logits(hidden), want, atol=1e-5, rtol=1e-5)
+    with torch.no_grad():
+        model.target_emb.weight.zero_()
+        y_rows.zero_()
+    logits = model.logits(hidden)  # only x is left: ids 0, 4, 8 (x = 0) score alike, id 1 (x = 1) not
+    torch.testing.assert_close(logits[:, 0], logits[:, 4]) and torch.testing.assert_close(logits[:, 0], logits[:, 8])
+    assert not torch.allclose(logits[:, 0], logits[:, 1])
+    assert "id_features" in model.state_dict()  # exported with the weights
+    with pytest.raises(ValueError, match="feature_head=True"):
+        small_model(target_feature_sizes=(4, 5)).set_id_features(id_features)
+
+
 def test_cached_decode_step_matches_forward():
     model = small_model(target_feature_sizes=(3,))
     text, mask, targets = batch(L=8)

@@ -243,6 +243,8 @@ def test_image_target_contract(tmp_path):
     feats = target.token_features(inputs, torch.arange(16))
     assert feats.shape == (2, 16, 2)
     assert feats[0, 5].tolist() == [1, 1] and feats[0, 15].tolist() == [3, 3]
+    with pytest.raises(ValueError, match="depend on position"):  # row/col belong to the slot, not the code
+        target.id_features()
     x = shapes_images(3, seed=3)
     ids = target.encode_batch({"image": x})
     assert torch.equal(ids, tok.encode(x))

@@ -283,8 +283,11 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
                    f"{len(best)} prompts with a reference icon")
     if "recognisability" in m:
         r = m["recognisability"]
+        ceiling = r["ceiling_real_heldout"]
         report.summary("Recognisability", r["samples"], f"floor (prompts shuffled) {r['floor_shuffled_prompts']:.1%}, "
-                       f"ceiling (real held-out icons) {r['ceiling_real_heldout']:.1%}", percent=True)
+                       "ceiling (real held-out icons) "
+                       + (f"{ceiling:.1%}" if ceiling is not None else "n/a: no prompt names a held-out icon"),
+                       percent=True)
         report.section("Recognisability", f"""
 For each held-out (concept, set) prompt, the share of samples whose nearest training icon (64 px mask
 IoU over all {r['training_icons']} training icons, as the model saw them) carries the prompted

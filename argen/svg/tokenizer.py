@@ -177,6 +177,11 @@ class SVGTokenizer(TargetTokenizer):
         y = torch.where(is_point, coord // self.grid + 1, 0)
         return torch.stack([x, y], dim=-1)
 
+    def id_features(self) -> torch.Tensor:
+        """(vocab_size, 2): a point id's (x+1, y+1), 0 for the other ids (features follow the id)."""
+        ids = torch.arange(self.vocab_size)[None]
+        return self.token_features(ids, torch.zeros_like(ids))[0]
+
     def grammar(self) -> Grammar:
         if self._grammar is None:
             self._grammar = T.build_grammar(self.grid).to(self._device)

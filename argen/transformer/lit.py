@@ -82,6 +82,8 @@ class Seq2SeqModule(pl.LightningModule):
             raise ValueError(f"arch.text_vocab_size={config.text_vocab_size} is smaller than the text "
                              f"tokenizer's vocabulary ({text_tokenizer.vocab_size})")
         self.net = EncoderDecoder(config)
+        if config.feature_head:
+            self.net.set_id_features(self.target.id_features())
         if self.hparams.compile:
             self.net = torch.compile(self.net)
         return self.net

@@ -48,6 +48,10 @@ class TransformerConfig:
     bias: bool = True
     tie_embeddings: bool = True  # output projection shares the target embedding (as BART, T5)
     checkpointing: bool = False  # activation checkpointing of every block while training
+    # The output layer also scores each target id by its feature embeddings (an SVG point by its x and
+    # y tables), so ids that share a coordinate share what is learnt about it. Needs features that
+    # depend on the id alone (``TargetTokenizer.id_features``).
+    feature_head: bool = False
 
     def __post_init__(self):
         self.target_feature_sizes = tuple(int(n) for n in self.target_feature_sizes)
@@ -63,6 +67,8 @@ class TransformerConfig:
                              f"n_heads ({self.n_heads})")
         if self.norm not in NORMS:
             raise ValueError(f"TransformerConfig.norm must be one of {NORMS}, got {self.norm!r}")
+        if self.feature_head and not self.target_feature_sizes:
+            raise ValueError("TransformerConfig.feature_head needs target_feature_sizes (a target with features)")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"TransformerConfig.dropout must be in [0, 1), got {self.dropout}")
 
@@ -172,6 +178,9 @@ class EncoderDecoder(nn.Module):
         self.decoder = nn.ModuleList(DecoderBlock(c) for _ in range(c.dec_layers))
         self.dec_norm = make_norm(c.norm, c.d_model)
         self.head = None if c.tie_embeddings else nn.Linear(c.d_model, c.target_vocab_size, bias=False)
+        if c.feature_head:  # each target id's feature values, set from the target by set_id_features
+            self.register_buffer("id_features", torch.zeros(c.target_vocab_size, len(c.target_feature_sizes),
+                                                            dtype=torch.long))
         self.emb_drop = nn.Dropout(c.dropout) if c.dropout > 0 else nn.Identity()
         self.register_buffer("_memory_bias", None, persistent=False)  # set by setup_cache
         self._guided = False  # set by setup_cache: decode_step's rows are shared by [cond; uncond]
@@ -248,15 +257,30 @@ class EncoderDecoder(nn.Module):
             raise ValueError(f"this model has no target feature tables but got features {tuple(features.shape)}")
         return x
 
+    @torch.no_grad()
+    def set_id_features(self, features: torch.Tensor) -> None:
+        """(target_vocab_size, n_features) feature values of every target id, for ``feature_head``."""
+        if not self.config.feature_head:
+            raise ValueError("set_id_features is for a model with feature_head=True")
+        if features.shape != self.id_features.shape:
+            raise ValueError(f"id features must be {tuple(self.id_features.shape)}, got {tuple(features.shape)}")
+        self.id_features.copy_(features)
+
+    def output_weight(self) -> torch.Tensor:
+        """(target_vocab_size, D): the rows the final hidden state is scored against."""
+        w = self.head.weight if self.head is not None else self.target_emb.weight[: self.config.target_vocab_size]
+        if self.config.feature_head:
+            for f, table in enumerate(self.feature_emb):
+                w = w + table(self.id_features[:, f])
+        return w
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final hidden states (already normed) -> logits over the target vocabulary."""
         if self._packed_head is not None:
             y = self._packed_head.linear(hidden, None)
             if y is not None:
                 return y
-        if self.head is not None:
-            return self.head(hidden)
-        return F.linear(hidden, self.target_emb.weight[: self.config.target_vocab_size])
+        return F.linear(hidden, self.output_weight())
 
     def decode(self, memory: torch.Tensor, text_mask: torch.Tensor, inputs: torch.Tensor,
                features: torch.Tensor | None = None) -> torch.Tensor:
@@ -316,8 +340,7 @@ class EncoderDecoder(nn.Module):
                 for name, m in block.named_modules():
                     if isinstance(m, Linear):
                         m.pack(rows if name.startswith("self_attn.") else B)
-            head = self.head.weight if self.head is not None else self.target_emb.weight[: c.target_vocab_size]
-            self._packed_head = PackedWeight.create(head, B // 2 if guided else B)
+            self._packed_head = PackedWeight.create(self.output_weight(), B // 2 if guided else B)
 
     def unpack(self) -> None:
         """Drop the prepacked weight copies made by ``setup_cache(..., pack=True)``."""
