@@ -370,6 +370,8 @@ def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[s
     yv = torch.tensor([vendors.index(p["vendor"]) for p in pair_rows])
     yc = torch.tensor([categories.index(p["category"]) for p in pair_rows])
     cv, cc = clf.predict(np.stack([r["image"] for r in real_pairs]))
+    # The same images through the export's own image tokenizer: the best its samples could look.
+    rv, rc = clf.predict(gen.target.batch_decode(gen.target.tokenizer.encode([_pil(r["image"]) for r in real_pairs])))
 
     # -- samples of the held-out prompts ----------------------------------------------------------
     prompts = [p["prompt"] for p in pair_rows]
@@ -387,6 +389,7 @@ def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[s
         "vendor_accuracy": acc(sv, yv_s), "category_accuracy": acc(sc, yc_s),
         "vendor_floor": shuffled_floor(sv, yv_s, seed=seed), "category_floor": shuffled_floor(sc, yc_s, seed=seed),
         "vendor_ceiling": acc(cv, yv), "category_ceiling": acc(cc, yc),
+        "vendor_tokenizer_ceiling": acc(rv, yv), "category_tokenizer_ceiling": acc(rc, yc),
         "fid": fid_gen["fid"], "kid": fid_gen["kid_mean"], "fid_features": fid.name,
         "fid_real_vs_real": fid_ref["fid"], "kid_real_vs_real": fid_ref["kid_mean"],
         "pairs": len(pair_rows), "samples": len(fakes), "probe": probe,
@@ -414,13 +417,17 @@ in this one. {num_samples} samples per prompt at the export's default sampling
 ({sampling_text(gen.sampling.to_dict())}), seed {seed}. The probe ({probe}) was trained on
 {m['probe_training_images']} real training images (accuracy there: vendor
 {100 * clf.train_accuracy['vendor']:.1f}%, category {100 * clf.train_accuracy['category']:.1f}%).
-**Ceiling**: the probe on the real images of the held-out pairs.
+**Ceiling**: the probe on the real images of the held-out pairs. **Tokenizer ceiling**: the probe on
+the same images encoded and decoded by the export's image tokenizer (what the samples could at best
+show: detail the tokens cannot carry is lost to the probe too).
 **Floor**: the samples against the labels of shuffled prompts (mean of {FLOOR_PERMUTATIONS}
 permutations).""")
     report.table("accuracy", [
         {"set": "samples", "vendor": m["vendor_accuracy"], "category": m["category_accuracy"]},
         {"set": "floor (shuffled prompts)", "vendor": m["vendor_floor"], "category": m["category_floor"]},
         {"set": "ceiling (real held-out images)", "vendor": m["vendor_ceiling"], "category": m["category_ceiling"]},
+        {"set": "tokenizer ceiling (real images, tokenized)", "vendor": m["vendor_tokenizer_ceiling"],
+         "category": m["category_tokenizer_ceiling"]},
     ], percent=("vendor", "category"))
     report.table("per_vendor", m["per_vendor"], percent=("vendor_accuracy", "category_accuracy"))
     report.table("per_category", m["per_category"], percent=("vendor_accuracy", "category_accuracy"))
