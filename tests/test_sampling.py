@@ -63,6 +63,31 @@ def test_named_steps_compose_to_generate_and_check_k_tokens_at_once(grid_model, 
     assert (logits - ref_logits).abs().max().item() <= 1e-4
 
 
+@pytest.mark.parametrize("guided", [False, True])
+def test_one_row_window_takes_the_slice_path_and_matches_single_steps(grid_model, guided):
+    """Batch 1: decode_window writes the cache by slice (one shared mask) and gives the logits that
+    single steps give, also over slots a rejected draft wrote."""
+    ids, mask = (t[:1] for t in prompts())
+    target = GridTarget()
+    kw = dict(seeds=[4], max_len=12, return_logits=True, **(dict(uncond_ids=UNCOND, cfg_scale=2.0) if guided else {}))
+    ref, ref_logits = generate(grid_model, ids, mask, target, **kw)
+    state = S.start(grid_model, ids, mask, target, **kw)
+    writes = []
+    with S.inference(grid_model):
+        S.setup_cache(grid_model, state)
+        S.prefill(grid_model, state)
+        cache = grid_model.decoder[0].self_attn.cache
+        original = cache.update
+        cache.update = lambda pos, k, v, start=None: writes.append(start) or original(pos, k, v, start)
+        for x in (torch.tensor([[7, 7, 7]]), ref[:, 1:4]):  # a wrong draft, then the right one
+            x = torch.cat([state.inputs[:, 1:2], x], 1)
+            pos = (1 + torch.arange(4))[None]
+            got = grid_model.decode_window(x, state.features(x, pos), pos, kv_len=5, cfg_scale=state.cfg_scale)
+        cache.update = original
+    torch.testing.assert_close(got.float(), ref_logits[:, 1:5], atol=1e-4, rtol=1e-4)
+    assert writes == [1, 1]  # slice writes at position 1, not per-row scatters
+
+
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN")
 def test_cpu_packed_weights_decode_exactly():
     """Wide enough layers take the prepacked-weight path; it must agree with uncached decoding."""

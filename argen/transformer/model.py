@@ -417,8 +417,15 @@ class EncoderDecoder(nn.Module):
             raise ValueError("decode_window takes cfg_scale exactly when the cache was set up with guided=True")
         x = self.embed_targets(inputs, features, input_pos.clamp(max=self.config.max_target_len - 1))
         n_keys = kv_len if kv_len is not None else self.decoder[0].self_attn.cache.k.shape[2]
-        mask = (torch.arange(n_keys, device=inputs.device) <= input_pos[..., None])[:, None]  # (B, 1, T, K)
-        pos2, mask2 = (input_pos.repeat(2, 1), mask.repeat(2, 1, 1, 1)) if self._guided else (input_pos, mask)
+        if inputs.shape[0] == 1 and kv_len is not None and int(input_pos[0, -1]) == kv_len - 1:
+            # One row (batch-1 sampling): its window is the last T of the filled prefix, so the cache
+            # takes a slice write and every layer one (T, K) mask, as in decode_step's prefill.
+            input_pos = input_pos[0]
+            mask = torch.arange(n_keys, device=inputs.device) <= input_pos[:, None]
+            pos2, mask2 = input_pos, mask
+        else:
+            mask = (torch.arange(n_keys, device=inputs.device) <= input_pos[..., None])[:, None]  # (B, 1, T, K)
+            pos2, mask2 = (input_pos.repeat(2, 1), mask.repeat(2, 1, 1, 1)) if self._guided else (input_pos, mask)
         for i, block in enumerate(self.decoder):
             first = i == 0
             copies = 2 if self._guided and first else 1
