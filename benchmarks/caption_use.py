@@ -17,12 +17,18 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import sys
+import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from argen.data.shards import make_loader
 from argen.generator import Generator
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also when imported rather than run as a script
+from serve import cpu_model  # noqa: E402  (benchmarks/serve.py)
 
 
 def first_samples(shards: str, n: int, svg: bool) -> dict:
@@ -68,6 +74,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     batch, results = None, {}
+    print(f"# {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, {cpu_model()}, {args.threads} thread(s), "
+          f"torch {torch.__version__}")
     print(f"{'export':<48} {'own':>7} {'shuffled':>9} {'empty':>7} {'text worth':>11}   (nats per target token)")
     for export in args.exports:
         gen = Generator.from_pretrained(export)
