@@ -277,7 +277,8 @@ def test_eval_emoji_end_to_end(emoji_export, tmp_path):
     assert all(0 <= m["metrics"][k] <= 1 for k in ("vendor_tokenizer_ceiling", "category_tokenizer_ceiling"))
     assert m["fid"] > 0 and m["fid_real_vs_real"] > 0
     report = (out / "report.md").read_text()
-    assert "tokenizer ceiling (real images, tokenized)" in report and "randconv-v1" in report and (out / "heldout-samples.png").is_file()
+    assert "tokenizer ceiling (real images, tokenized)" in report and "randconv-v1" in report
+    assert (out / "heldout-samples.png").is_file()
     cached = sorted(p.name.split("-")[0] for p in (out / "cache").glob("*.safetensors"))
     assert cached == ["heldout", "probe", "reference"]
     again = tmp_path / "again"  # a second run reads the probe and real features back: same ceilings
