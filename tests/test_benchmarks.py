@@ -124,3 +124,13 @@ def test_ngram_drafts_benchmark_runs_on_a_corpus(toy_exports, tmp_path, capsys):
     assert out["corpus_sequences"] == 3 and out["positions"] > 0
     assert 0 <= out["hit_rate"] <= 1 and 1 <= out["tokens_per_pass_bound"] <= 4
     assert "tokens per pass" in capsys.readouterr().out
+
+
+def test_speculative_histograms_benchmark_compares_both_decoders(toy_exports, capsys):
+    """benchmarks/speculative_histograms.py: both decoders sampled, each position tested, lengths compared."""
+    _, svg = toy_exports
+    r = load("speculative_histograms").main(["--export", str(svg), "--prompt", "home", "--samples", "24",
+                                             "--positions", "6", "--threads", "1"])
+    assert 1 <= r["positions_tested"] <= 6 and 0 < r["min_p"] <= 1 and 0 <= r["length_ks_p"] <= 1
+    assert all(0 < m <= 24 for m in r["mean_length"]) and all(0 <= s <= 1 for s in r["at_limit"])
+    assert "per-position chi-square" in capsys.readouterr().out
