@@ -169,10 +169,12 @@ def test_feature_head_scores_ids_by_their_features():
     x_rows, y_rows = model.feature_emb[0].weight, model.feature_emb[1].weight
     want = hidden @ (model.target_emb.weight[:20] + x_rows[id_features[:, 0]] + y_rows[id_features[:, 1]]).T
     torch.testing.assert_close(model.logits(hidden), want, atol=1e-5, rtol=1e-5)
-    with torch.no_grad():
-        model.target_emb.weight.zero_()
+    with torch.no_grad():  # without autograd the summed rows are made once, then reused
+        torch.testing.assert_close(model.logits(hidden), want, atol=1e-5, rtol=1e-5)
+        assert model.output_weight() is model.output_weight()
+        model.target_emb.weight.zero_()  # an in-place change of a table invalidates them
         y_rows.zero_()
-    logits = model.logits(hidden)  # only x is left: ids 0, 4, 8 (x = 0) score alike, id 1 (x = 1) not
+        logits = model.logits(hidden)  # only x is left: ids 0, 4, 8 (x = 0) score alike, id 1 (x = 1) not
     torch.testing.assert_close(logits[:, 0], logits[:, 4]) and torch.testing.assert_close(logits[:, 0], logits[:, 8])
     assert not torch.allclose(logits[:, 0], logits[:, 1])
     assert "id_features" in model.state_dict()  # exported with the weights

@@ -185,6 +185,7 @@ class EncoderDecoder(nn.Module):
         self.register_buffer("_memory_bias", None, persistent=False)  # set by setup_cache
         self._guided = False  # set by setup_cache: decode_step's rows are shared by [cond; uncond]
         self._packed_head: PackedWeight | None = None
+        self._summed_rows: tuple[tuple, torch.Tensor] | None = None  # feature_head's rows for no-grad calls
         self.apply(self._init_weights)
         # GPT-2: scale residual-branch outputs by depth so the residual stream keeps its size.
         for name, p in self.named_parameters():
@@ -267,11 +268,24 @@ class EncoderDecoder(nn.Module):
         self.id_features.copy_(features)
 
     def output_weight(self) -> torch.Tensor:
-        """(target_vocab_size, D): the rows the final hidden state is scored against."""
+        """(target_vocab_size, D): the rows the final hidden state is scored against.
+
+        With ``feature_head`` they are a sum of tables; without autograd (decoding, scoring) the sum is
+        made once and reused while the tables' version counters show them unchanged, so a decode step
+        does not rebuild a (V, D) matrix.
+        """
         w = self.head.weight if self.head is not None else self.target_emb.weight[: self.config.target_vocab_size]
-        if self.config.feature_head:
-            for f, table in enumerate(self.feature_emb):
-                w = w + table(self.id_features[:, f])
+        if not self.config.feature_head:
+            return w
+        parts = (w, *(t.weight for t in self.feature_emb), self.id_features)
+        reuse = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
+        key = tuple((p.data_ptr(), p._version, p.dtype) for p in parts) if reuse else None
+        if key is not None and self._summed_rows is not None and self._summed_rows[0] == key:
+            return self._summed_rows[1]
+        for f, table in enumerate(self.feature_emb):
+            w = w + table(self.id_features[:, f])
+        if key is not None:
+            self._summed_rows = (key, w)
         return w
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
@@ -355,6 +369,7 @@ class EncoderDecoder(nn.Module):
             block.self_attn.cache = None
             block.cross_attn.cache = None
         self._memory_bias = None
+        self._summed_rows = None
         self.unpack()
 
     def decode_step(self, inputs: torch.Tensor, features: torch.Tensor | None, input_pos: torch.Tensor,
