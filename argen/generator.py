@@ -85,7 +85,7 @@ class Generator:
         rows ``first_row …`` (rows are prompt-major, ``num_samples`` per prompt): progressive previews
         (sequential decoding only).
         """
-        window = speculative_window(speculative)
+        window = speculative_window(speculative, self.target)
         if window and not use_cache:
             raise ValueError("speculative decoding needs the KV cache (use_cache=True)")
         if window and on_step is not None:

@@ -72,6 +72,10 @@ class TargetTokenizer:
         pad_id: id that fills rows after ``eos_id``; ignored by the loss. ``None`` if never padded.
         feature_sizes: sizes of the extra embedding tables the decoder adds to its inputs (e.g. the
             image row and column, or an SVG point's x and y). Empty for none.
+        speculative_window: drafts per pass that speculative decoding uses when asked for with
+            ``True``. How far Jacobi drafts stay right depends on the token language: image tokens
+            lean little on their neighbour, SVG points chain on the one before (BENCHMARKS.md,
+            "Speculative decoding", the window sweep).
     """
 
     vocab_size: int
@@ -79,6 +83,7 @@ class TargetTokenizer:
     eos_id: int | None = None
     pad_id: int | None = None
     feature_sizes: tuple[int, ...] = ()
+    speculative_window: int = 8
     kind: str = "target"
 
     def __init_subclass__(cls, **kwargs):

@@ -34,7 +34,7 @@ import torch
 
 from argen.generator import Generator
 from argen.transformer.sampling import generate
-from argen.transformer.speculative import DEFAULT_WINDOW, SpeculativeStats, generate_speculative
+from argen.transformer.speculative import SpeculativeStats, generate_speculative
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMOS = {"image": str(ROOT / "runs/parti-demo/export"), "svg": str(ROOT / "runs/iconshop-demo/export")}
@@ -96,7 +96,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--svg", default=DEMOS["svg"], help="SVG generator export")
     p.add_argument("--kinds", nargs="+", choices=("image", "svg"), default=["image", "svg"],
                    help="which demos to run (the JSON holds those run)")
-    p.add_argument("--window", type=int, default=DEFAULT_WINDOW, help="the window the JSON reports")
+    p.add_argument("--window", type=int, default=None,
+                   help="the window the JSON reports (default: each target's speculative_window)")
     p.add_argument("--windows", type=int, nargs="+", default=None,
                    help="more windows to measure at batch 1 (the sweep that chose the default)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16])
@@ -117,9 +118,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{'batch':>5} {'decoder':>14} {'passes':>7} {'accepted':>9} {'tokens':>7} {'wall s':>8} "
               f"{'passes x':>9} {'wall x':>7}")
         result[kind], ratios[kind] = {}, {}
+        window = args.window or gen.target.speculative_window
         for batch in args.batches:
-            extra = [w for w in (args.windows or []) if w != args.window] if batch == 1 else []
-            rows = compare(gen, kind, batch, [0, args.window, *extra], args.repeats)
+            extra = [w for w in (args.windows or []) if w != window] if batch == 1 else []
+            rows = compare(gen, kind, batch, [0, window, *extra], args.repeats)
             seq = rows[0]
             for w, m in rows.items():
                 px, wx = seq["passes_per_token"] / m["passes_per_token"], seq["s_per_token"] / m["s_per_token"]
@@ -127,7 +129,7 @@ def main(argv: list[str] | None = None) -> dict:
                 print(f"{batch:>5} {name:>14} {m['passes']:>7.1f} {m['accepted']:>9.2f} {m['tokens']:>7.0f} "
                       f"{m['wall_s']:>8.3f} {px:>9.2f} {wx:>7.2f}")
             result[kind][batch] = {str(w): m for w, m in rows.items()}
-            spec = rows[args.window]
+            spec = rows[window]
             ratios[kind][f"passes_ratio_b{batch}"] = round(seq["passes_per_token"] / spec["passes_per_token"], 3)
             ratios[kind][f"wall_ratio_b{batch}"] = round(seq["s_per_token"] / spec["s_per_token"], 3)
     if args.json:

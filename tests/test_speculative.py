@@ -11,7 +11,7 @@ from argen.targets import Grammar, TargetTokenizer
 from argen.transformer import EncoderDecoder, TransformerConfig, generate
 from argen.transformer import speculative as spec
 from argen.transformer.sampling import sample_logits
-from argen.transformer.speculative import SpeculativeStats, generate_speculative, token_probs
+from argen.transformer.speculative import SpeculativeStats, generate_speculative, speculative_window, token_probs
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tiny models: see conftest.py
 
@@ -82,6 +82,22 @@ def test_token_probs_is_what_sample_logits_draws_from():
             draws = sample_logits(logits[row].expand(len(u), -1), u, **kw)
             freq = torch.bincount(draws, minlength=30).float() / len(u)
             assert (freq - probs[row]).abs().max() < 2e-4, kw
+
+
+def test_top_p_over_the_likeliest_candidates_is_still_what_sample_logits_draws_from(monkeypatch):
+    """token_probs sorts only the top candidates for a nucleus; rows whose nucleus is wider, or whose
+    nucleus edge falls inside a tie, take the full sort. Both must match the sequential sampler."""
+    monkeypatch.setattr(spec, "TOP_P_CANDIDATES", 6)
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(12, 40, generator=g) * torch.linspace(0.3, 6, 12)[:, None]  # flat rows: wide nuclei
+    logits[::3, :4] = logits[::3, :1] + 5  # four tied favourites: a nucleus edge inside a tie
+    u = (torch.arange(20000) + 0.5) / 20000
+    for top_p in (0.3, 0.7, 0.95):
+        for row in range(12):
+            probs = token_probs(logits[row:row + 1], top_p=top_p)[0]
+            draws = sample_logits(logits[row].expand(len(u), -1), u, top_p=top_p)
+            freq = torch.bincount(draws, minlength=40).float() / len(u)
+            assert (freq - probs).abs().max() < 2e-4, (top_p, row)
 
 
 def test_coupled_drafts_repeat_when_their_distribution_repeats():
@@ -237,6 +253,14 @@ def test_generator_and_cli_take_speculative():
     gen = Generator(net, text, target, sampling={"cfg_scale": 2.0, "temperature": 0.0})
     prompts = ["a red star", "a blue home"]
     assert gen.generate(prompts, 2, seed=1, speculative=3) == gen.generate(prompts, 2, seed=1)
+    # True means the target's own window: the same passes as asking for that window by number
+    ids, mask = text.encode(prompts, 8)
+    runs = []
+    for window in (None, target.speculative_window):
+        stats = SpeculativeStats()
+        generate_speculative(net, ids, mask, target, window=window, seeds=[3, 4], stats=stats)
+        runs.append(stats.passes)
+    assert runs[0] == runs[1] and speculative_window(True, target) == target.speculative_window
     icons = gen.generate(prompts, 3, seed=1, temperature=1.0, speculative=True)
     assert all(svg.startswith("<svg") for per in icons for svg in per)
     with pytest.raises(ValueError, match="KV cache"):
