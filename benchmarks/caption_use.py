@@ -1,6 +1,7 @@
 """Does a trained decoder read its caption? Loss per target token with the own, shuffled and empty caption.
 
-    python benchmarks/caption_use.py --shards 'data/icons-common6/train-*.tar' EXPORT [EXPORT ...] [--json]
+    python benchmarks/caption_use.py --shards 'data/icons-common6/train-*.tar' EXPORT [EXPORT ...] \
+        [--by-position] [--json]
 
 For each export, the first ``--samples`` samples of the shards are scored by teacher forcing three
 times: with their own captions, with the captions shuffled among them (the same words, the wrong
@@ -38,9 +39,13 @@ def first_samples(shards: str, n: int, svg: bool) -> dict:
     return next(iter(loader))
 
 
+POSITION_EDGES = (0, 1, 2, 3, 4, 6, 10, 20, 40, 80, 160, 320, 640, 1280, 1 << 20)
+
+
 @torch.no_grad()
-def caption_losses(gen: Generator, batch: dict, max_text_len: int, seed: int = 0) -> dict[str, float]:
-    """Mean cross-entropy (nats per target token, padding excluded) under own, shuffled and empty captions."""
+def caption_losses(gen: Generator, batch: dict, max_text_len: int, seed: int = 0) -> dict:
+    """Mean cross-entropy (nats per target token, padding excluded) under own, shuffled and empty captions,
+    and own against shuffled per range of target positions (``by_position``)."""
     targets = gen.target.encode_batch(batch)
     pad = gen.target.pad_id
     valid = targets != pad if pad is not None else torch.ones_like(targets, dtype=torch.bool)
@@ -51,16 +56,22 @@ def caption_losses(gen: Generator, batch: dict, max_text_len: int, seed: int = 0
     positions = torch.arange(inputs.shape[1])
     features = gen.target.token_features(inputs, positions) if gen.net.config.target_feature_sizes else None
 
-    def loss(texts: list[str]) -> float:
+    def per_token(texts: list[str]) -> torch.Tensor:
         ids, mask = gen.text_tokenizer.encode(texts, max_text_len)
         logits = gen.net(ids, mask, inputs, features).float()
-        per_token = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
-        return float(per_token[valid].mean())
+        return F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
 
     shuffled = captions[:]
     random.Random(seed).shuffle(shuffled)
-    return {"own": loss(captions), "shuffled": loss(shuffled), "empty": loss([""] * len(captions)),
-            "samples": len(captions)}
+    own, mixed, empty = per_token(captions), per_token(shuffled), per_token([""] * len(captions))
+    by_position = []  # where in the sequence the text is worth something
+    for lo, hi in zip(POSITION_EDGES, POSITION_EDGES[1:]):
+        v = valid[:, lo:hi]
+        if v.any():
+            by_position.append({"positions": [lo, hi], "tokens": int(v.sum()), "own": float(own[:, lo:hi][v].mean()),
+                                "shuffled": float(mixed[:, lo:hi][v].mean())})
+    return {"own": float(own[valid].mean()), "shuffled": float(mixed[valid].mean()),
+            "empty": float(empty[valid].mean()), "samples": len(captions), "by_position": by_position}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -70,6 +81,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--samples", type=int, default=256)
     p.add_argument("--seed", type=int, default=0, help="seed of the caption shuffle")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--by-position", action="store_true",
+                   help="also own vs shuffled per range of target positions (the first tokens of an SVG are "
+                        "where its text matters most)")
     p.add_argument("--json", action="store_true", help="last line: the losses as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -85,6 +99,11 @@ def main(argv: list[str] | None = None) -> dict:
         results[export] = r
         print(f"{export:<48} {r['own']:7.3f} {r['shuffled']:9.3f} {r['empty']:7.3f} {r['shuffled'] - r['own']:11.3f}"
               f"   ({r['samples']} samples)")
+        if args.by_position:
+            for b in r["by_position"]:
+                lo, hi = b["positions"]
+                print(f"{'':>4}positions {lo:>4}-{hi - 1:<7} own {b['own']:7.3f}   shuffled {b['shuffled']:7.3f}   "
+                      f"text worth {b['shuffled'] - b['own']:7.3f}")
     if args.json:
         print(json.dumps(results))
     return results

@@ -80,6 +80,10 @@ def test_learns_icons_loss_falls_and_exports(icons, tmp_path):
     caption_use = load_benchmark("caption_use")
     losses = caption_use.caption_losses(gen, caption_use.first_samples(str(icons / "val-*.tar"), 8, svg=True), 16)
     assert losses["samples"] == 7 and losses["own"] < losses["shuffled"], losses  # 1 icon is too long
+    parts = losses["by_position"]  # the ranges split the same tokens: their weighted mean is the whole
+    assert parts[0]["positions"] == [0, 1] and sum(b["tokens"] for b in parts) > 7 * 10
+    whole = sum(b["own"] * b["tokens"] for b in parts) / sum(b["tokens"] for b in parts)
+    assert abs(whole - losses["own"]) < 1e-4 and parts[0]["own"] < losses["own"]  # PATH always comes first
 
 
 def test_feature_head_module_exports_its_id_features(icons, tmp_path):
