@@ -38,7 +38,6 @@ from argen.transformer.sampling import compiled, inference, start
 
 TOP_P_CANDIDATES = 256  # tokens sorted for a top-p nucleus before falling back to all V (token_probs)
 CANDIDATES = 64  # a draft is drawn among the q's most likely tokens (any proposal is exact; see draw_drafts)
-NOISE_TABLE = 1 << 22  # noise values per generation up to which all are drawn up front (16 MiB of float32)
 _M32 = 0xFFFFFFFF
 
 
@@ -125,28 +124,30 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return x ^ (x >> 16)
 
 
-def gumbel_noise(keys: torch.Tensor, positions: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-    """Standard Gumbel noise (B, W, K) that depends only on (row key, position, token id).
+def site_keys(keys: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Row keys (B,) and positions (B, W) -> one 32-bit key per (row, position), (B, W)."""
+    return _hash32((keys[:, None] + _hash32(positions & _M32)) & _M32)
+
+
+def gumbel_noise(sites: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Standard Gumbel noise (B, W, K) that depends only on (row, position) through ``sites`` (B, W)
+    (:func:`site_keys`) and on the token id.
 
     Counter-based (a hash, no generator state), so a position sees the same noise for a token in
     every pass: the coupling that makes redrawn drafts repeat once their distribution settles.
     """
-    site = _hash32((keys[:, None] + _hash32(positions & _M32)) & _M32)  # (B, W)
-    bits = _hash32((site[..., None] + ids * 0x9E3779B1) & _M32) >> 8  # 24 bits: exact in float32
+    bits = _hash32((sites[..., None] + ids * 0x9E3779B1) & _M32) >> 8  # 24 bits: exact in float32
     u = (bits.float() + 0.5) * (1.0 / (1 << 24))
     return -torch.log(-torch.log(u))
 
 
-def draw_drafts(probs: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor, candidates: int = CANDIDATES,
-                source: torch.Tensor | None = None,
-                table: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Coupled drafts at ``positions`` (B, W) from ``probs`` (B, W', V), read at window index ``source``
-    (B, W) (default: ``probs`` holds exactly the W positions).
+def draw_drafts(probs: torch.Tensor, sites: torch.Tensor, candidates: int = CANDIDATES,
+                source: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Coupled drafts at the W positions whose :func:`site_keys` are ``sites`` (B, W), from ``probs``
+    (B, W', V) read at window index ``source`` (B, W) (default: ``probs`` holds exactly the W positions).
 
     The proposal ``q`` is ``probs`` cut to its ``candidates`` most likely tokens and renormalised: any
     proposal keeps the result exact, and this one costs K rather than V noise draws per position.
-    ``table``: :func:`gumbel_noise` of every (row, position, token) drawn up front, (B, positions, V),
-    read instead of hashing (the same values, in a few ops rather than ~45 per pass).
     Returns the drafts (B, W), their q (B, W), and q itself as candidate ids and weights (B, W, K).
     """
     top, ids = probs.topk(min(candidates, probs.shape[-1]), dim=-1)
@@ -157,11 +158,7 @@ def draw_drafts(probs: torch.Tensor, keys: torch.Tensor, positions: torch.Tensor
     point = torch.zeros_like(top[0, 0])
     point[0] = 1.0
     q = torch.where(total > 0, top / total.clamp_min(1e-30), point)  # no mass (unreachable state): a point
-    if table is None:
-        noise = gumbel_noise(keys, positions, ids)
-    else:
-        noise = table[torch.arange(ids.shape[0], device=ids.device)[:, None, None], positions[..., None], ids]
-    score = q.log() + noise
+    score = q.log() + gumbel_noise(sites, ids)
     choice = score.argmax(-1, keepdim=True)
     return ids.gather(-1, choice).squeeze(-1), q.gather(-1, choice).squeeze(-1), ids, q
 
@@ -222,10 +219,7 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
     keys, r_all, u_all = _row_randomness(seeds, B, L + T, device, text_ids, text_mask)
     rows = torch.arange(B, device=device)
     steps = torch.arange(T, device=device)
-    table = None
-    if B * (L + T) * V <= NOISE_TABLE:
-        table = gumbel_noise(keys, torch.arange(L + T, device=device).expand(B, -1),
-                             torch.arange(V, device=device).expand(B, L + T, -1))
+    sites = site_keys(keys, torch.arange(L + T, device=device).expand(B, -1))  # drafts sit at positions < L + W
     spare = L + T  # a column of ``out`` and of the bigram table that takes the writes of masked entries
 
     out = F.pad(state.tokens, (0, T + 1), value=fill)  # the prefix is written
@@ -322,8 +316,8 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
             # else a point mass from the bigram table, chained from the previous draft.
             src = k[:, None] + 1 + steps[:W]  # (B, W)
             fresh = src < T
-            new, new_q, new_ids, new_cq = draw_drafts(p[:, 1:], keys, n[:, None] + steps[:W],
-                                                      source=src.clamp(max=W) - 1, table=table)
+            new, new_q, new_ids, new_cq = draw_drafts(p[:, 1:], sites.gather(1, n[:, None] + steps[:W]),
+                                                      source=src.clamp(max=W) - 1)
             # With a grammar, every draft is walked along the new prefix: one it forbids there is
             # replaced by a point mass on the token this row last wrote in that grammar state.
             first_stale = 0 if grammar is not None else W - int(k.max())  # rows with shorter runs stay fresh
