@@ -83,7 +83,7 @@ class TargetTokenizer:
     eos_id: int | None = None
     pad_id: int | None = None
     feature_sizes: tuple[int, ...] = ()
-    speculative_window: int = 8
+    speculative_window: int = 10
     kind: str = "target"
 
     def __init_subclass__(cls, **kwargs):

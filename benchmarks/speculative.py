@@ -1,6 +1,6 @@
 """Speculative Jacobi decoding against sequential decoding, on trained exports, in one run.
 
-    python benchmarks/speculative.py [--image EXPORT] [--svg EXPORT] [--json] [--repeats 5]
+    python benchmarks/speculative.py [--image EXPORT] [--svg EXPORT] [--json] [--repeats 16]
     python benchmarks/speculative.py --windows 2 4 8 12 16   # the window sweep behind the default
 
 For each demo (image: shapes prompts on ``runs/parti-demo/export``; SVG: held-out icon prompts on
@@ -101,7 +101,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--windows", type=int, nargs="+", default=None,
                    help="more windows to measure at batch 1 (the sweep that chose the default)")
     p.add_argument("--batches", type=int, nargs="+", default=[1, 16])
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=16,
+                   help="batches of different prompts and seeds per setting (fewer: noisier medians)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true", help="last line: the ratios as JSON")
