@@ -19,7 +19,7 @@ from argen.text import TextTokenizer
 from argen.transformer.model import EncoderDecoder, TransformerConfig
 from argen.transformer.sampling import generate as sample_tokens
 from argen.transformer.sampling import rerank_scores
-from argen.transformer.speculative import generate_speculative, speculative_window
+from argen.transformer.speculative import SpeculativeStats, generate_speculative, speculative_window
 
 Scorer = Callable[[str, list], Sequence[float]]
 
@@ -65,7 +65,8 @@ class Generator:
                  seed: int | Sequence[int] | None = None, rerank: bool | Scorer = False, use_cache: bool = True,
                  batch_size: int = 64, prefix: torch.Tensor | None = None,
                  progress: bool = False, compile: bool = False, speculative: bool | int = False,
-                 on_step: Callable[[int, torch.Tensor], None] | None = None) -> list[list]:
+                 on_step: Callable[[int, torch.Tensor], None] | None = None,
+                 stats: SpeculativeStats | None = None) -> list[list]:
         """Sample ``num_samples`` outputs for each prompt.
 
         ``cfg_scale``, ``temperature``, ``top_k``, ``top_p``: left out, the bundle's settings
@@ -81,6 +82,7 @@ class Generator:
         first call compiles, later calls of the same batch shape reuse it).
         ``speculative``: ``True`` (or a window size) samples by speculative Jacobi decoding, several
         tokens per decoder pass from the same distribution (greedy: the same tokens); see docs/sampling.md.
+        ``stats`` (speculative only) gathers the passes made and tokens sampled over all batches.
         ``on_step(first_row, tokens)`` is called after every decoding step with the tokens so far of
         rows ``first_row …`` (rows are prompt-major, ``num_samples`` per prompt): progressive previews
         (sequential decoding only).
@@ -90,6 +92,8 @@ class Generator:
             raise ValueError("speculative decoding needs the KV cache (use_cache=True)")
         if window and on_step is not None:
             raise ValueError("on_step previews follow sequential decoding; leave speculative off to use them")
+        if stats is not None and not window:
+            raise ValueError("stats counts what speculative decoding did: pass speculative=True with it")
         s = self.sampling.override(cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p)
         self._check(prompts, num_samples, batch_size)
         if seed is None:
@@ -113,7 +117,13 @@ class Generator:
             kw = dict(uncond_ids=null_ids, uncond_mask=null_mask, cfg_scale=s.cfg_scale, temperature=s.temperature,
                       top_k=s.top_k, top_p=s.top_p, seeds=row_seeds, prefix=row_prefix, compile=compile)
             if window:
-                tokens.append(generate_speculative(self.net, text_ids, text_mask, self.target, window=window, **kw))
+                batch_stats = SpeculativeStats()
+                tokens.append(generate_speculative(self.net, text_ids, text_mask, self.target, window=window,
+                                                   stats=batch_stats, **kw))
+                if stats is not None:
+                    stats.passes += batch_stats.passes
+                    stats.tokens += batch_stats.tokens
+                    stats.row_passes += batch_stats.row_passes
             else:
                 tokens.append(sample_tokens(self.net, text_ids, text_mask, self.target, use_cache=use_cache,
                                             on_tokens=hook, **kw))

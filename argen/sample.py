@@ -57,16 +57,21 @@ def main(argv: list[str] | None = None) -> int:
 
     from argen.generator import Generator
     from argen.grid import image_grid
+    from argen.transformer.speculative import SpeculativeStats
 
+    stats = SpeculativeStats() if args.speculative else None
     try:  # a missing or wrong bundle, or sampling settings out of range: one line, no traceback
         generator = Generator.from_pretrained(args.export, device=args.device, dtype=getattr(torch, args.dtype))
         outputs = generator.generate(
             prompts, num_samples=args.num_samples, cfg_scale=args.cfg_scale, temperature=args.temperature,
             top_k=args.top_k, top_p=args.top_p, seed=args.seed, rerank=args.rerank, use_cache=not args.no_cache,
             batch_size=args.batch_size, compile=args.compile, progress=True,
-            speculative=args.speculative)
+            speculative=args.speculative, stats=stats)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")
+    if stats is not None:
+        print(f"speculative decoding: {sum(stats.tokens)} tokens in {stats.passes} decoder passes "
+              f"({stats.mean_accepted:.2f} tokens per pass per row; sequential decoding takes one per token)")
     flat = [o for per_prompt in outputs for o in per_prompt]
     captions = [p for p in prompts for _ in range(args.num_samples)]
     grid = image_grid(flat, captions, ncol=max(args.num_samples, min(8, len(flat))), cell=args.cell)

@@ -411,6 +411,16 @@ def test_sample_cli_svg_files_and_contact_sheet(exports, tmp_path):
     assert (tmp_path / "icons" / "contact_sheet.png").stat().st_size > 0
 
 
+def test_sample_cli_speculative_reports_its_passes(exports, tmp_path, capsys):
+    from argen.sample import main as sample_main
+
+    assert sample_main([str(exports["svg"]), "--prompt", "home", "--num-samples", "2", "--seed", "5",
+                        "--speculative", "--out", str(tmp_path / "icons")]) == 0
+    line = next(t for t in capsys.readouterr().out.splitlines() if t.startswith("speculative decoding:"))
+    tokens, passes = (int(w) for w in line.split()[2:6:3])  # "... N tokens in P decoder passes ..."
+    assert 0 < passes <= tokens and "tokens per pass per row" in line
+
+
 def test_sample_cli_bad_input_is_a_clear_error(exports, tmp_path):
     from argen.sample import main as sample_main
 

@@ -261,8 +261,13 @@ def test_generator_and_cli_take_speculative():
         generate_speculative(net, ids, mask, target, window=window, seeds=[3, 4], stats=stats)
         runs.append(stats.passes)
     assert runs[0] == runs[1] and speculative_window(True, target) == target.speculative_window
-    icons = gen.generate(prompts, 3, seed=1, temperature=1.0, speculative=True)
+    stats = SpeculativeStats()  # gathered over batches: 6 rows in batches of 4 and 2
+    icons = gen.generate(prompts, 3, seed=1, temperature=1.0, speculative=True, stats=stats, batch_size=4)
     assert all(svg.startswith("<svg") for per in icons for svg in per)
+    assert len(stats.tokens) == len(stats.row_passes) == 6 and all(t >= 1 for t in stats.tokens)
+    assert max(stats.row_passes[:4]) + max(stats.row_passes[4:]) <= stats.passes and stats.mean_accepted >= 1.0
+    with pytest.raises(ValueError, match="speculative=True"):
+        gen.generate(prompts, stats=SpeculativeStats())
     with pytest.raises(ValueError, match="KV cache"):
         gen.generate(prompts, speculative=True, use_cache=False)
     with pytest.raises(ValueError, match="window"):
