@@ -83,8 +83,8 @@ def token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     probs = logits.softmax(dim=-1)
     if top_p is None or top_p >= 1.0:
         return probs
-    # The nucleus is nearly always among the most likely few hundred tokens, so those are sorted
-    # rather than all V (a full sort of a 9 x 2,312 window took 1.1 ms, the top 256 0.05 ms). Where
+    # The nucleus is nearly always among the most likely few hundred tokens, so only those are sorted
+    # (a full sort of a window over all V was the verify pass's costliest step: BENCHMARKS.md). Where
     # it is not, or a tie straddles its edge (then the order of equal logits decides), all V are.
     top, ids = probs.topk(min(TOP_P_CANDIDATES, V), dim=-1)
     kept = (top.cumsum(dim=-1) - top < top_p).sum(-1, keepdim=True)  # mass of more likely tokens
