@@ -10,6 +10,12 @@ prompts) are then replayed: at each position, how often the lookup names the tok
 sampled (hit rate), and how many tokens in a row it would name from there, up to ``--window``. A
 point-mass draft is accepted with probability p(draft) ≤ 1, so ``1 + mean run`` bounds the tokens
 per pass such drafts could give; Jacobi drafting's measured figure is in BENCHMARKS.md.
+
+The same sequences also give a bound for *any* point-mass drafter, the model's own most likely token
+included: a point mass on ``x`` is accepted with probability ``p(x) ≤ max p``, where ``p`` is what
+sequential decoding samples from (guidance, grammar, temperature, top-k/p applied). Along the
+sampled sequences, ``1 + Σ_k Π_{j<k} max p_j`` (up to ``--window`` drafts) estimates the most tokens per
+pass such drafts could expect (estimated: a real chain of drafts would condition on its own guesses).
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch
 from argen.data.shards import expand_shards
 from argen.generator import Generator
 from argen.transformer.sampling import generate
+from argen.transformer.speculative import token_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # also when imported rather than run as a script
@@ -65,6 +72,30 @@ def predict(table: dict, prefix: list[int]) -> int | None:
     return None
 
 
+@torch.no_grad()
+def most_likely_mass(gen: Generator, ids: torch.Tensor, mask: torch.Tensor, null_ids: torch.Tensor,
+                     null_mask: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """(B, L) sampled tokens -> (B, L): at each position, the largest probability of the distribution
+    sequential decoding sampled that token from (teacher-forced, guided, grammar-masked, filtered)."""
+    net, tok, s = gen.net, gen.target, gen.sampling
+    inputs = net.shift_right(tokens)
+    positions = torch.arange(inputs.shape[1])
+    feats = tok.token_features(inputs, positions) if net.config.target_feature_sizes else None
+    logits = net(ids, mask, inputs, feats).float()
+    if s.cfg_scale is not None and s.cfg_scale != 1.0:
+        uncond = net(null_ids.expand(len(ids), -1), null_mask.expand(len(ids), -1), inputs, feats).float()
+        logits = uncond + s.cfg_scale * (logits - uncond)
+    grammar = tok.grammar()
+    if grammar is not None:
+        state = torch.full((len(tokens),), grammar.start, dtype=torch.long)
+        states = []
+        for t in tokens.T:
+            states.append(state)
+            state = grammar.step(state, t)
+        logits = logits.masked_fill(~grammar.allowed[torch.stack(states, 1)], float("-inf"))
+    return token_probs(logits, s.temperature, s.top_k, s.top_p).max(-1).values
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--export", default=str(ROOT / "runs/iconshop-demo/export"))
@@ -84,9 +115,10 @@ def main(argv: list[str] | None = None) -> dict:
     out = generate(gen.net, ids, mask, tok, uncond_ids=null_ids, uncond_mask=null_mask, cfg_scale=s.cfg_scale,
                    temperature=s.temperature, top_k=s.top_k, top_p=s.top_p,
                    seeds=[zlib.crc32(f"0:{i}".encode()) for i in range(len(prompts))])
+    top = most_likely_mass(gen, ids, mask, null_ids, null_mask, out)
     hits = total = 0
-    runs = []
-    for row in out.tolist():
+    runs, chains = [], []
+    for r, row in enumerate(out.tolist()):
         row = row[: row.index(tok.eos_id) + 1] if tok.eos_id in row else row
         for i in range(1, len(row)):
             hits += predict(table, row[:i]) == row[i]
@@ -96,11 +128,20 @@ def main(argv: list[str] | None = None) -> dict:
                 prefix = prefix + [row[i + run]]
                 run += 1
             runs.append(run)
+            chance, expected = 1.0, 1.0
+            for j in range(i, min(i + args.window, len(row))):
+                chance *= float(top[r, j])
+                expected += chance
+            chains.append(expected)
+    mass = top[out != tok.pad_id] if tok.pad_id is not None else top.flatten()
     result = {"corpus_sequences": len(seqs), "positions": total, "hit_rate": hits / total,
-              "mean_run": sum(runs) / len(runs), "tokens_per_pass_bound": 1 + sum(runs) / len(runs)}
+              "mean_run": sum(runs) / len(runs), "tokens_per_pass_bound": 1 + sum(runs) / len(runs),
+              "mean_most_likely": float(mass.mean()), "point_mass_bound": sum(chains) / len(chains)}
     print(f"{len(seqs)} corpus sequences; {total} sampled positions: next-token hit rate {result['hit_rate']:.3f}, "
           f"mean run {result['mean_run']:.2f} (window {args.window}): at most "
           f"{result['tokens_per_pass_bound']:.2f} tokens per pass")
+    print(f"any point-mass drafter: the most likely token holds {result['mean_most_likely']:.3f} of p on average; "
+          f"at most ~{result['point_mass_bound']:.2f} tokens per pass (window {args.window})")
     return result
 
 

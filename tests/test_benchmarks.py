@@ -123,6 +123,7 @@ def test_ngram_drafts_benchmark_runs_on_a_corpus(toy_exports, tmp_path, capsys):
                                          "--window", "3"])
     assert out["corpus_sequences"] == 3 and out["positions"] > 0
     assert 0 <= out["hit_rate"] <= 1 and 1 <= out["tokens_per_pass_bound"] <= 4
+    assert 0 < out["mean_most_likely"] <= 1 and 1 < out["point_mass_bound"] <= 4
     assert "tokens per pass" in capsys.readouterr().out
 
 
