@@ -57,8 +57,9 @@ class PackedWeight:
     """A oneDNN-prepacked copy of a linear layer's weight, for CPU inference.
 
     PyTorch's default CPU GEMM re-packs the weight on every call, which dominates the few-row
-    matmuls of a decode step, so :meth:`EncoderDecoder.setup_cache` packs the decoder's weights once
-    per generation (the gain: BENCHMARKS.md, "Sampling"; ``benchmarks/sampling.py``). The copy is
+    matmuls of a decode step, so :meth:`EncoderDecoder.setup_cache` packs the decoder's weights, and
+    later generations reuse the packs while they still fit (:meth:`serves`; the gain: BENCHMARKS.md,
+    "Sampling"; ``benchmarks/sampling.py``). The copy is
     used only without autograd, on CPU inputs of its dtype, and only while the weight's version
     counter shows it unchanged since packing, so an optimizer step or ``load_state_dict`` can never
     leave a stale copy in use. The two ops are the
@@ -67,8 +68,15 @@ class PackedWeight:
     """
 
     def __init__(self, weight: torch.Tensor, rows: int):
-        self.source, self.version = weight, weight._version
+        self.source, self.version, self.rows = weight, weight._version, rows
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
+
+    def serves(self, weight: torch.Tensor, rows: int) -> bool:
+        """Whether this copy is ``weight`` as it is now (same storage, shape and version), packed for
+        ``rows``: then a new generation keeps it instead of packing again."""
+        s = self.source
+        return (rows == self.rows and s.data_ptr() == weight.data_ptr() and s.shape == weight.shape
+                and s.stride() == weight.stride() and s.dtype == weight.dtype and weight._version == self.version)
 
     @classmethod
     def create(cls, weight: torch.Tensor, rows: int) -> PackedWeight | None:
@@ -109,7 +117,8 @@ class Linear(nn.Linear):
         self.packed: PackedWeight | None = None
 
     def pack(self, rows: int) -> None:
-        self.packed = PackedWeight.create(self.weight, rows)
+        if self.packed is None or not self.packed.serves(self.weight, rows):
+            self.packed = PackedWeight.create(self.weight, rows)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None:

@@ -323,7 +323,8 @@ class EncoderDecoder(nn.Module):
         when the shapes agree, so their addresses stay fixed for a compiled decode step.
         ``guided``: ``memory`` rows are [cond; uncond] halves that will read the same tokens, so
         :meth:`decode_step` takes B/2 token rows (see there). ``pack`` prepacks the decoder's
-        weights for CPU inference (see :class:`argen.nn.PackedWeight`); :meth:`unpack` frees them.
+        weights for CPU inference (see :class:`argen.nn.PackedWeight`), keeping the packs of an earlier
+        generation that still serve; they stay after the generation, and :meth:`unpack` frees them.
         ``slack`` extra cache slots past ``max_len`` take the writes of window positions that run off
         the end (:meth:`decode_window`), so they never overwrite a real position's keys.
         """
@@ -354,7 +355,11 @@ class EncoderDecoder(nn.Module):
                 for name, m in block.named_modules():
                     if isinstance(m, Linear):
                         m.pack(rows if name.startswith("self_attn.") else B)
-            self._packed_head = PackedWeight.create(self.output_weight(), B // 2 if guided else B)
+            head, rows = self.output_weight(), B // 2 if guided else B
+            if self._packed_head is None or not self._packed_head.serves(head, rows):
+                self._packed_head = PackedWeight.create(head, rows)
+        else:  # a compiled or GPU generation: no packs from an earlier eager one in its graph
+            self.unpack()
 
     def unpack(self) -> None:
         """Drop the prepacked weight copies made by ``setup_cache(..., pack=True)``."""

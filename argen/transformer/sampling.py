@@ -313,14 +313,14 @@ def setup_cache(model: EncoderDecoder, state: DecodeState, compile: bool = False
 
 @contextmanager
 def inference(model: EncoderDecoder) -> Iterator[None]:
-    """Eval mode for the generation, then the caller's mode back and the packed weights freed."""
+    """Eval mode for the generation, then the caller's mode back. The packed weights stay for the next
+    generation, which reuses them while the weights are unchanged (``model.unpack()`` frees them)."""
     was_training = model.training
     model.eval()
     try:
         yield
     finally:
         model.train(was_training)
-        model.unpack()
 
 
 @torch.no_grad()
@@ -352,8 +352,8 @@ def generate(model: EncoderDecoder, text_ids: torch.Tensor, text_mask: torch.Ten
         compile: run the single-token step through ``torch.compile`` (CUDA graphs on GPU).
 
     Rows whose target emits ``eos_id`` continue with ``pad_id``; decoding stops early once every
-    row has finished, so L may be shorter than ``max_len``. The decoding buffers stay on the model
-    for reuse; ``model.clear_cache()`` frees them.
+    row has finished, so L may be shorter than ``max_len``. The decoding buffers and packed weights
+    stay on the model for reuse; ``model.clear_cache()`` frees them.
     """
     state = start(model, text_ids, text_mask, target, uncond_ids=uncond_ids, uncond_mask=uncond_mask,
                   cfg_scale=cfg_scale, temperature=temperature, top_k=top_k, top_p=top_p, seeds=seeds,
