@@ -71,6 +71,11 @@ class PackedWeight:
         self.source, self.version, self.rows = weight, weight._version, rows
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
 
+    @classmethod
+    def reuse(cls, kept: PackedWeight | None, weight: torch.Tensor, rows: int) -> PackedWeight | None:
+        """``kept`` where it still serves ``weight`` for ``rows``, else a new packed copy (or ``None``)."""
+        return kept if kept is not None and kept.serves(weight, rows) else cls.create(weight, rows)
+
     def serves(self, weight: torch.Tensor, rows: int) -> bool:
         """Whether this copy is ``weight`` as it is now (same storage, shape and version), packed for
         ``rows``: then a new generation keeps it instead of packing again."""
@@ -114,11 +119,17 @@ class Linear(nn.Linear):
     def __init__(self, *args, gelu: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.gelu = gelu
-        self.packed: PackedWeight | None = None
+        self.packed: PackedWeight | None = None  # in use: forward runs from it
+        self.parked: PackedWeight | None = None  # kept between generations, not used
 
     def pack(self, rows: int) -> None:
-        if self.packed is None or not self.packed.serves(self.weight, rows):
-            self.packed = PackedWeight.create(self.weight, rows)
+        """Run from a packed copy for ``rows``-row inputs: the parked one where it still serves."""
+        self.packed, self.parked = PackedWeight.reuse(self.packed or self.parked, self.weight, rows), None
+
+    def park(self) -> None:
+        """Stop running from the packed copy but keep it for the next :meth:`pack`: a pack made for a
+        decode step's few rows is slow for the many rows of a training or scoring pass."""
+        self.parked, self.packed = self.packed or self.parked, None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is not None:

@@ -104,21 +104,26 @@ def test_cpu_packed_weights_decode_exactly():
     assert engaged and all(engaged)
     assert torch.equal(fast, slow)
     assert (fast_logits - slow_logits).abs().max().item() <= 1e-4
-    # the packs stay for the next generation of the same batch, which reuses them...
-    kept = model.decoder[1].mlp.fc.packed
-    assert kept is not None and torch.equal(generate(model, ids, mask, ParityTarget(24), **kw)[0], fast)
-    assert model.decoder[1].mlp.fc.packed is kept
+    # the packs are parked (kept, but not used by other passes) for the next generation of the same
+    # batch, which reuses them...
+    fc = model.decoder[1].mlp.fc
+    kept = fc.parked
+    assert fc.packed is None and kept is not None
+    engaged.clear()
+    again = generate(model, ids, mask, ParityTarget(24), **kw,
+                     callback=lambda n, total: engaged.append(model.decoder[1].mlp.fc.packed is kept))
+    assert engaged and all(engaged) and torch.equal(again[0], fast)
     # ...but never once the weights change: the next generation packs them again and follows them
     with torch.no_grad():
         model.decoder[1].mlp.fc.weight.mul_(0.5)
     changed, changed_logits = generate(model, ids, mask, ParityTarget(24), **kw)
-    assert model.decoder[1].mlp.fc.packed is not kept
+    assert fc.parked is not kept
     reference, reference_logits = generate(model, ids, mask, ParityTarget(24), use_cache=False, **kw)
     assert torch.equal(changed, reference) and (changed_logits - reference_logits).abs().max().item() <= 1e-4
     generate(model, ids[:2], mask[:2], ParityTarget(24), **{**kw, "seeds": [1, 2]})  # another batch: repacked
-    assert model.decoder[1].mlp.fc.packed.rows == 2 * 2  # 2 rows, each with its unconditional twin
+    assert fc.parked.rows == 2 * 2  # 2 rows, each with its unconditional twin
     model.clear_cache()
-    assert model.decoder[1].mlp.fc.packed is None
+    assert fc.packed is None and fc.parked is None
 
 
 def test_seed_fixes_a_row_whatever_the_batch(grid_model):

@@ -185,6 +185,7 @@ class EncoderDecoder(nn.Module):
         self.register_buffer("_memory_bias", None, persistent=False)  # set by setup_cache
         self._guided = False  # set by setup_cache: decode_step's rows are shared by [cond; uncond]
         self._packed_head: PackedWeight | None = None
+        self._parked_head: PackedWeight | None = None  # kept between generations (park)
         self._summed_rows: tuple[tuple, torch.Tensor] | None = None  # feature_head's rows for no-grad calls
         self.apply(self._init_weights)
         # GPT-2: scale residual-branch outputs by depth so the residual stream keeps its size.
@@ -323,8 +324,8 @@ class EncoderDecoder(nn.Module):
         when the shapes agree, so their addresses stay fixed for a compiled decode step.
         ``guided``: ``memory`` rows are [cond; uncond] halves that will read the same tokens, so
         :meth:`decode_step` takes B/2 token rows (see there). ``pack`` prepacks the decoder's
-        weights for CPU inference (see :class:`argen.nn.PackedWeight`), keeping the packs of an earlier
-        generation that still serve; they stay after the generation, and :meth:`unpack` frees them.
+        weights for CPU inference (see :class:`argen.nn.PackedWeight`), reusing those an earlier
+        generation parked (:meth:`park`) where they still serve; :meth:`unpack` frees them.
         ``slack`` extra cache slots past ``max_len`` take the writes of window positions that run off
         the end (:meth:`decode_window`), so they never overwrite a real position's keys.
         """
@@ -356,17 +357,25 @@ class EncoderDecoder(nn.Module):
                     if isinstance(m, Linear):
                         m.pack(rows if name.startswith("self_attn.") else B)
             head, rows = self.output_weight(), B // 2 if guided else B
-            if self._packed_head is None or not self._packed_head.serves(head, rows):
-                self._packed_head = PackedWeight.create(head, rows)
+            self._packed_head = PackedWeight.reuse(self._packed_head or self._parked_head, head, rows)
+            self._parked_head = None
         else:  # a compiled or GPU generation: no packs from an earlier eager one in its graph
             self.unpack()
 
-    def unpack(self) -> None:
-        """Drop the prepacked weight copies made by ``setup_cache(..., pack=True)``."""
+    def park(self) -> None:
+        """Stop decoding from the packed copies, keeping them for the next ``setup_cache(pack=True)``,
+        which reuses those that still serve (the weights unchanged, the same batch rows)."""
         for m in self.decoder.modules():
             if isinstance(m, Linear):
-                m.packed = None
-        self._packed_head = None
+                m.park()
+        self._parked_head, self._packed_head = self._packed_head or self._parked_head, None
+
+    def unpack(self) -> None:
+        """Drop the prepacked weight copies made by ``setup_cache(..., pack=True)``, parked ones too."""
+        for m in self.decoder.modules():
+            if isinstance(m, Linear):
+                m.packed = m.parked = None
+        self._packed_head = self._parked_head = None
 
     def clear_cache(self) -> None:
         """Free the decoding buffers and packed weights."""

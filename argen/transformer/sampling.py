@@ -313,14 +313,16 @@ def setup_cache(model: EncoderDecoder, state: DecodeState, compile: bool = False
 
 @contextmanager
 def inference(model: EncoderDecoder) -> Iterator[None]:
-    """Eval mode for the generation, then the caller's mode back. The packed weights stay for the next
-    generation, which reuses them while the weights are unchanged (``model.unpack()`` frees them)."""
+    """Eval mode for the generation, then the caller's mode back and the packed weights parked: kept
+    for the next generation, which reuses them while the weights are unchanged, but not used by
+    other passes (``model.unpack()`` frees them)."""
     was_training = model.training
     model.eval()
     try:
         yield
     finally:
         model.train(was_training)
+        model.park()
 
 
 @torch.no_grad()
