@@ -53,6 +53,12 @@ def make_norm(kind: str, dim: int, eps: float = 1e-5) -> nn.Module:
     return nn.LayerNorm(dim, eps=eps) if kind == "layernorm" else nn.RMSNorm(dim, eps=eps)
 
 
+def tensor_state(t: torch.Tensor) -> tuple:
+    """What identifies a tensor's current contents cheaply: storage, layout, dtype and version counter
+    (an in-place write, such as an optimizer step, bumps the version)."""
+    return t.data_ptr(), t.shape, t.stride(), t.dtype, t._version
+
+
 class PackedWeight:
     """A oneDNN-prepacked copy of a linear layer's weight, for CPU inference.
 
@@ -68,7 +74,7 @@ class PackedWeight:
     """
 
     def __init__(self, weight: torch.Tensor, rows: int):
-        self.source, self.version, self.rows = weight, weight._version, rows
+        self.source, self.version, self.rows, self.state = weight, weight._version, rows, tensor_state(weight)
         self.packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), rows)
 
     @classmethod
@@ -79,9 +85,7 @@ class PackedWeight:
     def serves(self, weight: torch.Tensor, rows: int) -> bool:
         """Whether this copy is ``weight`` as it is now (same storage, shape and version), packed for
         ``rows``: then a new generation keeps it instead of packing again."""
-        s = self.source
-        return (rows == self.rows and s.data_ptr() == weight.data_ptr() and s.shape == weight.shape
-                and s.stride() == weight.stride() and s.dtype == weight.dtype and weight._version == self.version)
+        return rows == self.rows and tensor_state(weight) == self.state
 
     @classmethod
     def create(cls, weight: torch.Tensor, rows: int) -> PackedWeight | None:

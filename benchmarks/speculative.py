@@ -2,6 +2,7 @@
 
     python benchmarks/speculative.py [--image EXPORT] [--svg EXPORT] [--json] [--repeats 16]
     python benchmarks/speculative.py --windows 2 4 8 12 16   # the window sweep behind the default
+    python benchmarks/speculative.py --batches 1 --bookkeeping   # + the loop's own ms per pass
 
 For each demo (image: shapes prompts on ``runs/parti-demo/export``; SVG: held-out icon prompts on
 ``runs/iconshop-demo/export``) and batch size (1 and 16), sequential and speculative decoding run
@@ -90,6 +91,30 @@ def compare(gen: Generator, kind: str, batch: int, windows: list[int], repeats: 
     return rows
 
 
+def bookkeeping_ms(gen: Generator, kind: str, window: int, repeats: int) -> float:
+    """Median ms per pass of everything but the model, at batch 1: each verify pass returns the
+    model's real output for the first window of its shape, kept, so only the loop's own work is timed."""
+    net, kept = gen.net, {}
+    real = net.decode_window
+
+    def fixed(x, *args, **kwargs):
+        if x.shape not in kept:
+            kept[x.shape] = real(x, *args, **kwargs)
+        return kept[x.shape].clone()
+
+    net.decode_window = fixed
+    try:
+        prompt = demo_prompts(kind, 1)
+        run_once(gen, prompt, 10**6, window)  # warm-up
+        times = []
+        for r in range(repeats):
+            out = run_once(gen, prompt, r, window)
+            times.append(out["wall_s"] / out["passes"] * 1e3)
+    finally:
+        del net.decode_window  # the instance attribute: the method is back
+    return statistics.median(times)
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image", default=DEMOS["image"], help="image generator export")
@@ -105,6 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
                    help="batches of different prompts and seeds per setting (fewer: noisier medians)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--bookkeeping", action="store_true",
+                   help="also the loop's own ms per pass at batch 1, the model's output held fixed")
     p.add_argument("--json", action="store_true", help="last line: the ratios as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -133,6 +160,10 @@ def main(argv: list[str] | None = None) -> dict:
             spec = rows[window]
             ratios[kind][f"passes_ratio_b{batch}"] = round(seq["passes_per_token"] / spec["passes_per_token"], 3)
             ratios[kind][f"wall_ratio_b{batch}"] = round(seq["s_per_token"] / spec["s_per_token"], 3)
+        if args.bookkeeping:
+            ms = bookkeeping_ms(gen, kind, window, args.repeats)
+            result[kind]["bookkeeping_ms_per_pass"] = ms
+            print(f"bookkeeping at batch 1, window {window}: {ms:.3f} ms per pass (the model's output held fixed)")
     if args.json:
         print(json.dumps(ratios))
     return {"ratios": ratios, "runs": result}

@@ -87,7 +87,7 @@ def most_likely_mass(gen: Generator, ids: torch.Tensor, mask: torch.Tensor, null
         logits = uncond + s.cfg_scale * (logits - uncond)
     grammar = tok.grammar()
     if grammar is not None:
-        state = torch.full((len(tokens),), grammar.start, dtype=torch.long)
+        state = grammar.initial(len(tokens))
         states = []
         for t in tokens.T:
             states.append(state)

@@ -87,12 +87,13 @@ def test_speculative_ratios_are_per_token(toy_exports):
     lengths are compared for equal work; sequential decoding is one pass per token."""
     image, svg = toy_exports
     out = load("speculative").main(["--image", str(image), "--svg", str(svg), "--repeats", "2", "--window", "3",
-                                    "--batches", "1"])
+                                    "--batches", "1", "--bookkeeping"])
     for kind in ("image", "svg"):
         seq, spec = out["runs"][kind][1]["0"], out["runs"][kind][1]["3"]
         assert seq["passes_per_token"] == 1.0 and 0 < spec["passes_per_token"] <= 1.0
         assert out["ratios"][kind]["passes_ratio_b1"] == round(seq["passes_per_token"] / spec["passes_per_token"], 3)
         assert out["ratios"][kind]["wall_ratio_b1"] == round(seq["s_per_token"] / spec["s_per_token"], 3)
+        assert 0 < out["runs"][kind]["bookkeeping_ms_per_pass"]
 
 
 def test_ngram_lookup_prefers_the_longest_context_seen():

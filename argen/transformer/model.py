@@ -28,6 +28,7 @@ from argen.nn import (
     SelfAttention,
     make_norm,
     reusable,
+    tensor_state,
 )
 
 
@@ -280,7 +281,7 @@ class EncoderDecoder(nn.Module):
             return w
         parts = (w, *(t.weight for t in self.feature_emb), self.id_features)
         reuse = not torch.is_grad_enabled() and not torch.compiler.is_compiling()
-        key = tuple((p.data_ptr(), p._version, p.dtype) for p in parts) if reuse else None
+        key = tuple(map(tensor_state, parts)) if reuse else None
         if key is not None and self._summed_rows is not None and self._summed_rows[0] == key:
             return self._summed_rows[1]
         for f, table in enumerate(self.feature_emb):
