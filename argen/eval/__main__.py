@@ -67,7 +67,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--cfg-scales", type=float, nargs="+", default=[1.0, 2.0, 3.0, 5.0])
     p.add_argument("--sweep-prompts", type=int, default=16, help="prompts in the CFG sweep (0: no sweep)")
     p.add_argument("--sweep-samples", type=int, default=2)
-    p.add_argument("--fid-real", type=int, default=512, help="real renders for FID")
+    p.add_argument("--fid-real", type=int, default=256, help="real renders for FID")
     _seed(p)
     _common(p)
     _speculative(p)

@@ -106,7 +106,7 @@ def _score_all(prompts: Sequence[str], outputs: list[list], progress: bool, desc
 
 def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
                     cfg_scales: Sequence[float] = DEFAULT_SCALES, sweep_prompts: int = 16, sweep_samples: int = 2,
-                    fid_real: int = 512, seed: int = 0, batch_size: int = 64, device: str = "cpu",
+                    fid_real: int = 256, seed: int = 0, batch_size: int = 64, device: str = "cpu",
                     features: str = "auto", inception_weights: str | None = None, cell: int = 96,
                     wandb: bool = False, progress: bool = True, speculative: bool | int = False) -> dict[str, Any]:
     """Run the shapes evaluation of a generator export and write its report to ``out``.
