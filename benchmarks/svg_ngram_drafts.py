@@ -81,10 +81,13 @@ def most_likely_mass(gen: Generator, ids: torch.Tensor, mask: torch.Tensor, null
     inputs = net.shift_right(tokens)
     positions = torch.arange(inputs.shape[1])
     feats = tok.token_features(inputs, positions) if net.config.target_feature_sizes else None
-    logits = net(ids, mask, inputs, feats).float()
-    if s.cfg_scale is not None and s.cfg_scale != 1.0:
-        uncond = net(null_ids.expand(len(ids), -1), null_mask.expand(len(ids), -1), inputs, feats).float()
-        logits = uncond + s.cfg_scale * (logits - uncond)
+    hidden = net.decode(net.encode(ids, mask), mask, inputs, feats)
+    if s.cfg_scale is not None and s.cfg_scale != 1.0:  # the model's own guidance: [cond; uncond] states
+        null_ids, null_mask = null_ids.expand(len(ids), -1), null_mask.expand(len(ids), -1)
+        uncond = net.decode(net.encode(null_ids, null_mask), null_mask, inputs, feats)
+        logits = net.guided_logits(torch.cat([hidden, uncond]), s.cfg_scale).float()
+    else:
+        logits = net.logits(hidden).float()
     grammar = tok.grammar()
     if grammar is not None:
         state = grammar.initial(len(tokens))
