@@ -11,6 +11,12 @@ import pytest  # noqa: E402  (the environment above must be set before anything 
 from toys import tiny_export, tiny_image_tokenizer
 
 
+@pytest.fixture(autouse=True)
+def _own_eval_cache(tmp_path, monkeypatch):
+    """Each test's evaluations cache in its own folder: never the user's ~/.cache, never another test's."""
+    monkeypatch.setenv("ARGEN_CACHE", str(tmp_path / "argen-cache"))
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Tiny models: one thread is as fast, and immune to OpenMP threads that spin-wait for a

@@ -267,7 +267,7 @@ def test_eval_emoji_end_to_end(emoji_export, tmp_path):
 
     out = tmp_path / "eval"
     assert main(["emoji", str(emoji_export), "--out", str(out), "--fid-features", "randconv", "--probe-epochs", "6",
-                 "--fid-reference", "40", "--no-progress"]) == 0
+                 "--fid-reference", "40", "--no-progress", "--cache", str(tmp_path / "cache")]) == 0
     m = json.loads((out / "metrics.json").read_text())
     for k in ("vendor_accuracy", "category_accuracy", "vendor_floor", "category_floor", "vendor_ceiling",
               "category_ceiling", "fid", "fid_features"):
@@ -279,11 +279,11 @@ def test_eval_emoji_end_to_end(emoji_export, tmp_path):
     report = (out / "report.md").read_text()
     assert "tokenizer ceiling (real images, tokenized)" in report and "randconv-v1" in report
     assert (out / "heldout-samples.png").is_file()
-    cached = sorted(p.name.split("-")[0] for p in (out / "cache").glob("*.safetensors"))
-    assert cached == ["heldout", "probe", "reference"]
+    cached = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "cache").glob("*.safetensors"))
+    assert cached == ["emoji-heldout", "emoji-probe", "emoji-reference"]
     again = tmp_path / "again"  # a second run reads the probe and real features back: same ceilings
     assert main(["emoji", str(emoji_export), "--out", str(again), "--fid-features", "randconv", "--probe-epochs", "6",
-                 "--fid-reference", "40", "--no-progress", "--cache", str(out / "cache")]) == 0
+                 "--fid-reference", "40", "--no-progress", "--cache", str(tmp_path / "cache")]) == 0
     m2 = json.loads((again / "metrics.json").read_text())
     assert (m2["vendor_ceiling"], m2["category_ceiling"], m2["fid"]) == (m["vendor_ceiling"], m["category_ceiling"],
                                                                          m["fid"])

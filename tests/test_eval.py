@@ -18,6 +18,7 @@ from argen.data.icons import caption as icon_caption
 from argen.data.icons import load_icons, split_of
 from argen.eval import fid as F
 from argen.eval.__main__ import main
+from argen.eval.cache import Cache
 from argen.eval.prompts import PromptRow, evaluate_prompts, read_prompts, write_prompts
 from argen.eval.shapes import breakdown, evaluate_shapes, groups, sweep_subset
 from argen.eval.svg import cached_masks, evaluate_svg, heldout_icons
@@ -256,8 +257,7 @@ def test_shapes_end_to_end_with_wandb(exports, tmp_path):
     assert json.loads((runs[0] / "files" / "metrics.json").read_text()) == metrics
 
 
-def test_svg_end_to_end(exports, tmp_path, monkeypatch):
-    monkeypatch.setenv("ARGEN_CACHE", str(tmp_path / "cache"))
+def test_svg_end_to_end(exports, tmp_path):
     out = tmp_path / "svg"
     evaluate_svg(exports["svg"], out, num_prompts=4, num_samples=2, train_limit=60, features="randconv",
                  progress=False)
@@ -270,18 +270,44 @@ def test_svg_end_to_end(exports, tmp_path, monkeypatch):
     assert m["fid"]["n_real"] == len([s for s, _ in load_icons() if split_of(s) == "val"])
     assert "Uniqueness" in report and "Novelty" in report and (out / "contact-sheet.png").is_file()
     assert len(list((out / "svg").glob("*.svg"))) == 8
-    assert len(list((tmp_path / "cache").glob("svg-masks-*.npz"))) == 1
+    cached = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "argen-cache").glob("*.safetensors"))
+    assert cached == ["svg-heldout", "svg-masks", "svg-train"]
 
 
-def test_cached_masks_round_trip(tmp_path, monkeypatch):
-    monkeypatch.setenv("ARGEN_CACHE", str(tmp_path))
+def test_cached_masks_round_trip(tmp_path):
+    cache = Cache(tmp_path / "c")
     svgs = [svg for _, svg in load_icons()[:5]] + ["<svg xmlns='http://www.w3.org/2000/svg'><path d='M 0 0 L"]
-    first = cached_masks(svgs, progress=False)
-    assert first.shape == (5, 64 * 64) and first.any(axis=1).all()  # the broken SVG is left out
-    (cache,) = tmp_path.glob("*.npz")
-    assert np.array_equal(cached_masks(svgs, progress=False), first)  # read back from the cache
-    cache.unlink()
-    assert not list(tmp_path.glob("*.npz")) and cached_masks(svgs[:3], progress=False).shape[0] == 3
+    masks, valid = cached_masks(svgs, progress=False, cache=cache)
+    assert masks.shape == (6, 64 * 64) and valid.tolist() == [True] * 5 + [False]  # the broken SVG is invalid
+    assert masks[:5].any(axis=1).all() and not masks[5].any()
+    (entry,) = (tmp_path / "c").glob("svg-masks-*.safetensors")
+    again, valid2 = cached_masks(svgs, progress=False, cache=cache)  # read back from the cache
+    assert np.array_equal(again, masks) and np.array_equal(valid2, valid)
+    entry.unlink()
+    assert cached_masks(svgs[:3], progress=False, cache=cache)[0].shape[0] == 3  # another key: rendered afresh
+    assert len(list((tmp_path / "c").glob("*.safetensors"))) == 1
+
+
+def test_feature_cache_is_keyed_by_pixels_and_extractor(tmp_path):
+    """A cached feature set is read back only for the same pixels through the same extractor."""
+    fid = F.FID("randconv")
+    images = torch.randint(0, 256, (6, 3, 32, 32), dtype=torch.uint8)
+    cache = Cache(tmp_path / "c")
+    first = cache.features(fid, images, "real")
+    torch.testing.assert_close(first, fid.features(images))
+    (entry,) = (tmp_path / "c").glob("real-*.safetensors")
+    stamp = entry.stat().st_mtime_ns
+    torch.testing.assert_close(cache.features(fid, images.clone(), "real"), first)
+    assert entry.stat().st_mtime_ns == stamp  # read, not written again
+    changed = images.clone()
+    changed[0, 0, 0, 0] ^= 1  # one pixel differs: a new entry, never the stale one
+    assert not torch.equal(cache.features(fid, changed, "real"), first)
+    fid.name = "another-extractor"  # the same pixels through another extractor: a new entry as well
+    cache.features(fid, images, "real")
+    assert len(list((tmp_path / "c").glob("real-*.safetensors"))) == 3
+    fid.name = F.RandConvFeatures.name
+    torch.testing.assert_close(Cache(False).features(fid, images, "real"), first)  # computed, kept nowhere
+    assert not (tmp_path / "argen-cache").exists()  # not even in the default folder ($ARGEN_CACHE here)
 
 
 def test_tokenizer_end_to_end_matches_direct_evaluation(exports, tmp_path):

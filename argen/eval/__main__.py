@@ -50,6 +50,13 @@ def _speculative(p: argparse.ArgumentParser) -> None:
                    help="sample by speculative Jacobi decoding (same distribution, fewer passes; optional window)")
 
 
+def _cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", default=None, help="folder keeping what depends on the data alone (real images' "
+                                                 "features, training icons' masks, the emoji probe) between "
+                                                 "runs (default: $ARGEN_CACHE, else ~/.cache/argen)")
+    p.add_argument("--no-cache", action="store_true", help="compute everything afresh and keep nothing")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m argen.eval", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -70,6 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fid-real", type=int, default=256, help="real renders for FID")
     _seed(p)
     _common(p)
+    _cache(p)
     _speculative(p)
 
     p = sub.add_parser("svg", help="validity, uniqueness, novelty, FID on rasters and a contact sheet")
@@ -86,6 +94,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "icons, its eval/heldout.tsv the default prompts, and recognisability is measured")
     _seed(p)
     _common(p)
+    _cache(p)
     _speculative(p)
 
     p = sub.add_parser("prompts", help="grids per category for a PartiPrompts-style TSV suite")
@@ -111,10 +120,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--probe-epochs", type=int, default=None, help="CNN probe epochs (default 12)")
     p.add_argument("--probe-images", type=int, default=None, help="train the probe on at most this many images")
     p.add_argument("--fid-reference", type=int, default=300, help="real training images for the FID reference")
-    p.add_argument("--cache", default=None, help="folder keeping the probe and real-image features between runs "
-                                                 "(default: OUT/cache)")
     _seed(p)
     _common(p)
+    _cache(p)
     return parser.parse_args(argv)
 
 
@@ -135,7 +143,7 @@ def run(args: argparse.Namespace) -> dict:
     if args.command != "prompts":
         common.update(features=args.fid_features, inception_weights=args.inception_weights)
     if args.command in ("shapes", "svg", "emoji"):
-        common.update(seed=args.seed)
+        common.update(seed=args.seed, cache=False if args.no_cache else args.cache)
     if args.command == "tokenizer":
         from argen.eval.tokenizer import evaluate_tokenizer
 
@@ -158,7 +166,7 @@ def run(args: argparse.Namespace) -> dict:
 
         return evaluate_emoji(args.export, shards=args.shards, pairs=args.pairs, num_samples=args.num_samples,
                               probe=args.probe, probe_epochs=args.probe_epochs, probe_images=args.probe_images,
-                              fid_reference=args.fid_reference, cache=args.cache, **common)
+                              fid_reference=args.fid_reference, **common)
     from argen.eval.prompts import evaluate_prompts
 
     return evaluate_prompts(args.export, args.prompts, num_samples=args.num_samples, seed=args.seed,

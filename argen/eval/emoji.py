@@ -21,7 +21,6 @@ probe on a subsample instead). Figures: docs/eval.md.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import tarfile
@@ -34,13 +33,13 @@ import torch
 import torch.nn.functional as F
 import yaml
 from PIL import Image
-from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
 from argen.data.emoji import VENDORS, read_heldout_tsv
 from argen.data.shards import SampleDecoder, ShardStream, expand_shards
 from argen.eval import check_generator
+from argen.eval.cache import Cache
 from argen.eval.fid import FID, fid_kid
 from argen.eval.report import Report, sampling_text
 from argen.generator import Generator
@@ -169,8 +168,7 @@ class Probe:
         if self.kind == "cnn":
             self._fit_cnn(np.stack([r["image"] for r in rows]), yv, yc, progress)
         else:
-            feats = self.fid.features(torch.from_numpy(np.stack([r["image"] for r in rows])).permute(0, 3, 1, 2),
-                                      progress, "probe features")
+            feats = self.fid.features(_pixels(rows), progress, "probe features")
             self.mean, self.std = feats.mean(0), feats.std(0).clamp_min(1e-6)
             z = ((feats - self.mean) / self.std).float()
             self.heads = [_fit_linear(z, y, n) for y, n in ((yv, len(self.vendors)), (yc, len(self.categories)))]
@@ -232,39 +230,6 @@ def _fit_linear(x: torch.Tensor, y: torch.Tensor, n_classes: int, weight_decay: 
     return head.eval()
 
 
-# -- cache ----------------------------------------------------------------------------------------
-class Cache:
-    """What does not depend on the model under test, kept between runs in ``folder``: the probe's
-    weights and the real images' FID features. Each entry is a safetensors file named by a hash of
-    everything it depends on (shard keys, extractor, probe settings), so a stale entry is never read."""
-
-    def __init__(self, folder: str | Path | None):
-        self.folder = Path(folder) if folder else None
-
-    @staticmethod
-    def key(*parts: Any) -> str:
-        return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-    def load(self, name: str, key: str) -> dict[str, torch.Tensor] | None:
-        path = self.folder / f"{name}-{key}.safetensors" if self.folder else None
-        return load_file(path) if path is not None and path.is_file() else None
-
-    def save(self, name: str, key: str, tensors: dict[str, torch.Tensor]) -> None:
-        if self.folder:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(self.folder / f"{name}-{key}.safetensors"))
-
-    def features(self, fid, name: str, rows: list[dict], progress: bool) -> torch.Tensor:
-        key = self.key(fid.name, [r["key"] for r in rows])
-        hit = self.load(name, key)
-        if hit is not None:
-            return hit["features"]
-        f = fid.features(torch.from_numpy(np.stack([r["image"] for r in rows])).permute(0, 3, 1, 2), progress,
-                         f"{name} features")
-        self.save(name, key, {"features": f})
-        return f
-
-
 # -- scores ---------------------------------------------------------------------------------------
 def shuffled_floor(pred: torch.Tensor, labels: torch.Tensor, permutations: int = FLOOR_PERMUTATIONS,
                    seed: int = 0) -> float:
@@ -301,17 +266,17 @@ def references(train: list[dict], real_pairs: list[dict], vendors: list[str], ca
     clf = Probe(vendors, categories, probe, seed, probe_epochs, fid)
     probe_key = store.key(probe, seed, probe_epochs, clf.width, probe_images, vendors, categories,
                           fid.name if probe != "cnn" else None, sorted(r["key"] for r in train))
-    state = store.load("probe", probe_key)
+    state = store.load("emoji-probe", probe_key)
     if state is not None:
         clf.load_state(state)
     else:
         clf.fit(train, probe_images, progress)
-        store.save("probe", probe_key, {**clf.state(), "train_accuracy": torch.tensor(
+        store.save("emoji-probe", probe_key, {**clf.state(), "train_accuracy": torch.tensor(
             [clf.train_accuracy["vendor"], clf.train_accuracy["category"]])})
-    f_real = store.features(fid, "heldout", real_pairs, progress)
+    f_real = store.features(fid, _pixels(real_pairs), "emoji-heldout", progress)
     ordered = sorted(train, key=lambda r: r["key"])  # the same choice whatever order the shards are read in
     ref_rows = random.Random(seed).sample(ordered, min(fid_reference, len(train)))
-    return clf, f_real, store.features(fid, "reference", ref_rows, progress)
+    return clf, f_real, store.features(fid, _pixels(ref_rows), "emoji-reference", progress)
 
 
 def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[str] | None = None,
@@ -319,11 +284,11 @@ def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[s
                    probe_epochs: int | None = None, probe_images: int | None = None, fid_reference: int = 300,
                    seed: int = 0, batch_size: int = 64, device: str = "cpu", features: str = "auto",
                    inception_weights: str | None = None, cell: int = 96, wandb: bool = False,
-                   progress: bool = True, cache: str | Path | None = None) -> dict[str, Any]:
+                   progress: bool = True, cache: str | Path | None | bool = None) -> dict[str, Any]:
     """Sample the held-out pairs of an emoji generator export, score them, write the report to ``out``.
 
-    ``cache`` (default ``out/cache``) keeps the probe and the real images' features between runs:
-    they depend on the data, not on the model, and are most of the cost on a CPU.
+    ``cache`` keeps the probe and the real images' features between runs (:mod:`argen.eval.cache`;
+    ``False``: none): they depend on the data, not on the model, and are most of the cost on a CPU.
     ``probe_epochs``: None for ``PROBE_EPOCHS``."""
     check_generator(export, "image_tokenizer", "emoji")
     probe_epochs = PROBE_EPOCHS if probe_epochs is None else probe_epochs
@@ -363,7 +328,7 @@ def evaluate_emoji(export: str | Path, out: str | Path, shards: str | Sequence[s
         "seed": seed, "sampling": gen.sampling.to_dict(), "fid_features": fid.name}, wandb)
 
     # -- probe (real training images only) and real features: cached, they do not depend on the model
-    store = Cache(cache if cache is not None else Path(out) / "cache")
+    store = Cache(cache)
     real_pairs = [held[p["key"]] for p in pair_rows]
     clf, f_real, f_ref = references(train, real_pairs, vendors, categories, fid, store, probe, seed, probe_epochs,
                                     probe_images, fid_reference, progress)
@@ -462,6 +427,11 @@ def _headline_on_top(path: Path, metrics: dict) -> None:
     dashboards and the issue's checks read them without knowing the report's nesting."""
     doc = json.loads(path.read_text())
     path.write_text(json.dumps({**{k: metrics[k] for k in HEADLINE}, **doc}, indent=2) + "\n")
+
+
+def _pixels(rows: list[dict]) -> torch.Tensor:
+    """The rows' (H, W, 3) uint8 images as one (N, 3, H, W) tensor, as the feature extractors take them."""
+    return torch.from_numpy(np.stack([r["image"] for r in rows])).permute(0, 3, 1, 2)
 
 
 def _pil(a: np.ndarray):

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from argen.data import shapes
 from argen.eval import check_generator
+from argen.eval.cache import Cache
 from argen.eval.fid import FID, fid_kid
 from argen.eval.report import Report
 from argen.generator import Generator
@@ -108,10 +109,13 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
                     cfg_scales: Sequence[float] = DEFAULT_SCALES, sweep_prompts: int = 16, sweep_samples: int = 2,
                     fid_real: int = 256, seed: int = 0, batch_size: int = 64, device: str = "cpu",
                     features: str = "auto", inception_weights: str | None = None, cell: int = 96,
-                    wandb: bool = False, progress: bool = True, speculative: bool | int = False) -> dict[str, Any]:
+                    wandb: bool = False, progress: bool = True, speculative: bool | int = False,
+                    cache: str | Path | None | bool = None) -> dict[str, Any]:
     """Run the shapes evaluation of a generator export and write its report to ``out``.
 
-    ``speculative``: sample by speculative decoding (see :meth:`argen.Generator.generate`)."""
+    ``speculative``: sample by speculative decoding (see :meth:`argen.Generator.generate`).
+    ``cache``: the folder keeping the real renders' features between runs (:mod:`argen.eval.cache`;
+    ``False``: none)."""
 
     check_generator(export, "image_tokenizer", "shapes")
     for name, value, low in (("num_samples", num_samples, 1), ("sweep_samples", sweep_samples, 1),
@@ -141,9 +145,10 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
     real, _ = real_renders(fid_real, size, seed, "real")
     ref, ref_captions = real_renders(len(fakes), size, seed, "reference")
     ref_scores = [shapes.score(img, c) for img, c in zip(ref, ref_captions)]
-    f_real = fid.features(real, progress, "real features")
+    store = Cache(cache)
+    f_real = store.features(fid, real, "shapes-real", progress)
     fid_gen = fid_kid(f_real, fid.features(fakes, progress, "sample features"), seed=seed)
-    fid_ref = fid_kid(f_real, fid.features(ref, progress, "reference features"), seed=seed)
+    fid_ref = fid_kid(f_real, store.features(fid, ref, "shapes-reference", progress), seed=seed)
 
     # -- CFG sweep on a stratified subset --------------------------------------------------------
     subset = sweep_subset(prompts, sweep_prompts)

@@ -20,17 +20,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import tarfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from argen.data.icons import caption, load_icons, split_of
 from argen.eval import check_generator
+from argen.eval.cache import Cache
 from argen.eval.fid import FID, fid_kid
 from argen.eval.prompts import PromptRow, read_prompts
 from argen.eval.report import Report, sampling_text
@@ -129,35 +130,27 @@ def recognisability(masks: np.ndarray, valid: np.ndarray, concepts: list[str], t
     return {"score": hit(concepts), "floor": float(np.mean(floor)), "n": len(masks)}
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("ARGEN_CACHE", Path.home() / ".cache" / "argen"))
-
-
-def cached_masks(svgs: list[str], size: int = 64, progress: bool = True) -> np.ndarray:
-    """Masks of the valid ``svgs`` (``(N, size²)`` bool), cached on disk by a hash of the texts.
+def cached_masks(svgs: list[str], size: int = 64, progress: bool = True,
+                 cache: Cache | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~argen.svg.metrics.raster_masks` of ``svgs`` (masks ``(N, size²)`` bool, validity ``(N,)``),
+    kept in ``cache`` (default: :class:`~argen.eval.cache.Cache`'s folder) under a hash of the texts.
 
     Rendering ~7,000 training icons takes half a minute; their masks only change with the
     tokenizer's grid (which changes the decoded texts) or the icon set, both covered by the hash.
-    Set ``$ARGEN_CACHE`` to move the cache; an unwritable cache is skipped.
     """
 
-    digest = hashlib.sha1(f"{size}\n".encode() + "\0".join(svgs).encode()).hexdigest()[:16]
-    path = cache_dir() / f"svg-masks-{size}-{digest}.npz"
-    if path.is_file():
-        with np.load(path) as z:
-            return np.unpackbits(z["bits"], axis=1, count=size * size).astype(bool)
-    chunks = range(0, len(svgs), 256)
-    parts = [raster_masks(svgs[i:i + 256], size) for i in tqdm(chunks, desc="rendering training icons",
-                                                                unit="x256", disable=not progress)]
-    masks = np.concatenate([m[v] for m, v in parts]) if parts else np.zeros((0, size * size), bool)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez_compressed(tmp, bits=np.packbits(masks, axis=1))
-        tmp.replace(path)
-    except OSError:
-        pass
-    return masks
+    def render() -> dict[str, torch.Tensor]:
+        chunks = range(0, len(svgs), 256)
+        parts = [raster_masks(svgs[i:i + 256], size) for i in tqdm(chunks, desc="rendering training icons",
+                                                                    unit="x256", disable=not progress)]
+        masks = np.concatenate([m for m, _ in parts]) if parts else np.zeros((0, size * size), bool)
+        valid = np.concatenate([v for _, v in parts]) if parts else np.zeros(0, bool)
+        return {"bits": torch.from_numpy(np.packbits(masks, axis=1)), "valid": torch.from_numpy(valid)}
+
+    store = cache if cache is not None else Cache()
+    key = store.key(size, hashlib.sha1("\0".join(svgs).encode()).hexdigest())
+    entry = store.get("svg-masks", key, render)
+    return np.unpackbits(entry["bits"].numpy(), axis=1, count=size * size).astype(bool), entry["valid"].numpy()
 
 
 def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None = None,
@@ -165,12 +158,13 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
                  device: str = "cpu", features: str = "auto", inception_weights: str | None = None,
                  raster_size: int = 64, train_limit: int | None = None, cell: int = 96, wandb: bool = False,
                  progress: bool = True, speculative: bool | int = False,
-                 corpus: str | Path | None = None) -> dict[str, Any]:
+                 corpus: str | Path | None = None, cache: str | Path | None | bool = None) -> dict[str, Any]:
     """Sample held-out icon prompts (or a TSV suite), measure, and write the report to ``out``.
 
     ``train_limit`` compares novelty with only that many training icons (quick checks; the
     report says how many were used). ``speculative``: sample by speculative decoding (see
-    :meth:`argen.Generator.generate`).
+    :meth:`argen.Generator.generate`). ``cache``: the folder keeping the training icons' masks and the
+    real rasters' features between runs (:mod:`argen.eval.cache`; ``False``: none).
     """
 
     check_generator(export, "svg_tokenizer", "svg")
@@ -180,6 +174,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     if num_samples < 1:
         raise ValueError(f"num_samples must be ≥ 1, got {num_samples}")
     fid = FID(features, inception_weights, device)
+    store = Cache(cache)
     gen = Generator.from_pretrained(export, device=device)
     report = Report(out, f"argen eval svg: {export}", {
         "subcommand": "svg", "export": str(export), "prompts": str(prompts) if prompts else "held-out icons",
@@ -216,11 +211,9 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
         held = {it["key"]: it["svg"] for it in corpus_icons(corpus, "val")}
         refs = [held.get(r.extra.get("key", "")) for r in rows]
         real_svgs = list(held.values())
-    train_masks, train_valid = raster_masks(train) if corpus is not None else (cached_masks(train, progress=progress),
-                                                                                None)
-    if train_valid is not None:
-        train_masks = train_masks[train_valid]
-        train_concepts = [c for c, ok in zip(train_concepts, train_valid) if ok]
+    train_masks, train_valid = cached_masks(train, progress=progress, cache=store)
+    train_masks = train_masks[train_valid]
+    train_concepts = [c for c, ok in zip(train_concepts, train_valid) if ok]  # empty without a corpus
     m: dict[str, Any] = {"samples": len(samples), "validity": float(valid.mean()),
                          "uniqueness": uniqueness(samples), "novelty": novelty_of(samples, train_masks),
                          "training_icons": len(train_masks)}
@@ -260,8 +253,8 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
     rng = np.random.default_rng(seed)
     ref_train = [raster(train[i], raster_size)
                  for i in rng.choice(len(train), size=min(len(train), max(len(fakes), 2)), replace=False)]
-    f_real = fid.features(real, progress, "held-out icon features")
-    fid_ref = fid_kid(f_real, fid.features(ref_train), seed=seed)
+    f_real = store.features(fid, real, "svg-heldout", progress)
+    fid_ref = fid_kid(f_real, store.features(fid, ref_train, "svg-train"), seed=seed)
     if len(fakes) >= 2:
         fid_gen = fid_kid(f_real, fid.features(fakes, progress, "sample features"), seed=seed)
     else:
