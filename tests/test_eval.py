@@ -331,6 +331,14 @@ def test_tokenizer_end_to_end_matches_direct_evaluation(exports, tmp_path):
     assert 0 < m["rfid_floor"] < m["rfid_half"]  # an untrained tokenizer is worse than the real-vs-real floor
     assert "shapes_full_on_reconstructions" in m
     assert "LPIPS" in report and "not measured" in report and (out / "reconstructions.png").is_file()
+    cache = tmp_path / "argen-cache"  # the originals' features, one entry per batch; a rerun reads them back
+    assert len(list(cache.glob("tokenizer-originals-*.safetensors"))) == 2
+    again = evaluate_tokenizer(exports["tokenizer"], [spec], tmp_path / "again", max_images=32, batch_size=16,
+                               features="randconv", progress=False)
+    assert (again["rfid"], again["rfid_floor"]) == (m["rfid"], m["rfid_floor"])
+    assert main(["tokenizer", str(exports["tokenizer"]), "--shards", spec, "--max-images", "8", "--batch-size", "8",
+                 "--fid-features", "randconv", "--no-cache", "--no-progress", "--out", str(tmp_path / "nc")]) == 0
+    assert len(list(cache.glob("*.safetensors"))) == 2  # --no-cache kept nothing
 
 
 def test_prompts_end_to_end(exports, tmp_path):

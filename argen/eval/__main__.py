@@ -43,18 +43,15 @@ def _common(p: argparse.ArgumentParser, fid: bool = True) -> None:
                             "weights are on disk), else randconv")
         p.add_argument("--inception-weights", default=None,
                        help="path of torch-fidelity's weights-inception-2015-12-05-6726825d.pth")
+        p.add_argument("--cache", default=None, help="folder keeping what depends on the data alone (real images' "
+                                                     "features, training icons' masks, the emoji probe) between "
+                                                     "runs (default: $ARGEN_CACHE, else ~/.cache/argen)")
+        p.add_argument("--no-cache", action="store_true", help="compute everything afresh and keep nothing")
 
 
 def _speculative(p: argparse.ArgumentParser) -> None:
     p.add_argument("--speculative", nargs="?", const=True, default=False, type=int, metavar="WINDOW",
                    help="sample by speculative Jacobi decoding (same distribution, fewer passes; optional window)")
-
-
-def _cache(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--cache", default=None, help="folder keeping what depends on the data alone (real images' "
-                                                 "features, training icons' masks, the emoji probe) between "
-                                                 "runs (default: $ARGEN_CACHE, else ~/.cache/argen)")
-    p.add_argument("--no-cache", action="store_true", help="compute everything afresh and keep nothing")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -77,7 +74,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fid-real", type=int, default=256, help="real renders for FID")
     _seed(p)
     _common(p)
-    _cache(p)
     _speculative(p)
 
     p = sub.add_parser("svg", help="validity, uniqueness, novelty, FID on rasters and a contact sheet")
@@ -94,7 +90,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "icons, its eval/heldout.tsv the default prompts, and recognisability is measured")
     _seed(p)
     _common(p)
-    _cache(p)
     _speculative(p)
 
     p = sub.add_parser("prompts", help="grids per category for a PartiPrompts-style TSV suite")
@@ -122,7 +117,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fid-reference", type=int, default=300, help="real training images for the FID reference")
     _seed(p)
     _common(p)
-    _cache(p)
     return parser.parse_args(argv)
 
 
@@ -141,9 +135,10 @@ def run(args: argparse.Namespace) -> dict:
     common = dict(out=args.out, batch_size=args.batch_size, device=args.device, cell=args.cell,
                   wandb=args.wandb, progress=not args.no_progress)
     if args.command != "prompts":
-        common.update(features=args.fid_features, inception_weights=args.inception_weights)
+        common.update(features=args.fid_features, inception_weights=args.inception_weights,
+                      cache=False if args.no_cache else args.cache)
     if args.command in ("shapes", "svg", "emoji"):
-        common.update(seed=args.seed, cache=False if args.no_cache else args.cache)
+        common.update(seed=args.seed)
     if args.command == "tokenizer":
         from argen.eval.tokenizer import evaluate_tokenizer
 

@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from argen.data import shapes
 from argen.data.shards import expand_shards, make_loader
+from argen.eval.cache import Cache
 from argen.eval.fid import FID, fid_kid, to_uint8
 from argen.eval.report import Report
 from argen.export import read_config
@@ -47,8 +48,12 @@ def lpips_metric(device: str | torch.device = "cpu"):
 def evaluate_tokenizer(export: str | Path, shards: str | Sequence[str], out: str | Path, max_images: int = 512,
                        batch_size: int = 64, device: str = "cpu", features: str = "auto",
                        inception_weights: str | None = None, grid_images: int = 16, cell: int = 96,
-                       wandb: bool = False, progress: bool = True) -> dict[str, Any]:
-    """Reconstruct up to ``max_images`` shard images through the codes; write the report to ``out``."""
+                       wandb: bool = False, progress: bool = True,
+                       cache: str | Path | None | bool = None) -> dict[str, Any]:
+    """Reconstruct up to ``max_images`` shard images through the codes; write the report to ``out``.
+
+    ``cache``: the folder keeping the originals' FID features between runs (:mod:`argen.eval.cache`;
+    ``False``: none)."""
 
     try:
         read_config(export, "image_tokenizer")
@@ -60,6 +65,7 @@ def evaluate_tokenizer(export: str | Path, shards: str | Sequence[str], out: str
         raise ValueError(f"max_images must be ≥ 2 (rFID needs two images), got {max_images}")
     urls = expand_shards(shards)  # a missing shard is an error naming it, before any work
     fid = FID(features, inception_weights, device)
+    store = Cache(cache)
     tok = ImageTokenizer.from_pretrained(export, device=device)
     lpips, lpips_why = lpips_metric(device)
     report = Report(out, f"argen eval tokenizer: {export}", {
@@ -85,7 +91,7 @@ def evaluate_tokenizer(export: str | Path, shards: str | Sequence[str], out: str
         if lpips is not None:
             up = (lambda t: F.interpolate(t, size=64, mode="bilinear")) if x.shape[-1] < 64 else (lambda t: t)
             lp.append(float(lpips(up(rec).to(device), up(x).to(device))) * len(x))  # batch mean -> sum
-        f_orig.append(fid.features(to_uint8(x)))
+        f_orig.append(store.features(fid, to_uint8(x), "tokenizer-originals"))
         f_rec.append(fid.features(to_uint8(rec)))
         if is_shapes:
             scores = _shape_scores(to_pil(rec), batch["caption"][: len(x)])
