@@ -21,7 +21,7 @@ from argen.eval.__main__ import main
 from argen.eval.cache import Cache
 from argen.eval.prompts import PromptRow, evaluate_prompts, read_prompts, write_prompts
 from argen.eval.shapes import breakdown, evaluate_shapes, groups, sweep_subset
-from argen.eval.svg import cached_masks, evaluate_svg, heldout_icons
+from argen.eval.svg import cached_masks, evaluate_svg, heldout_icons, training_icons
 from argen.eval.tokenizer import evaluate_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -272,6 +272,18 @@ def test_svg_end_to_end(exports, tmp_path):
     assert len(list((out / "svg").glob("*.svg"))) == 8
     cached = sorted(p.name.rsplit("-", 1)[0] for p in (tmp_path / "argen-cache").glob("*.safetensors"))
     assert cached == ["svg-heldout", "svg-masks", "svg-train"]
+
+
+def test_training_icons_are_those_the_model_saw():
+    """Novelty compares with icons as training read them: decoded through the tokenizer, and none that
+    the tokenizer refuses or that run past max_len (training skips those)."""
+    from argen.svg import SVGTokenizer
+
+    short, long = SVGTokenizer(grid=32, max_len=40), SVGTokenizer(grid=32, max_len=4096)
+    seen, every = training_icons(short, limit=60, progress=False), training_icons(long, limit=60, progress=False)
+    assert 0 < len(seen) < len(every) <= 60
+    assert all(len(short.encode(svg)) <= 40 for svg in seen)
+    assert set(seen) <= set(every)
 
 
 def test_cached_masks_round_trip(tmp_path):

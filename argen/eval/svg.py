@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tarfile
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ def raster(svg: str, size: int) -> Image.Image:
 
 
 def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -> list[str]:
-    """Training-split icons as the model saw them: ``decode(encode(svg))`` (failures skipped).
+    """Training-split icons as the model saw them (:func:`through_tokenizer`; refused or too long: left out).
 
     ``limit`` takes that many, spread evenly over the sorted split (for quick checks only).
     """
@@ -79,13 +80,8 @@ def training_icons(tokenizer, limit: int | None = None, progress: bool = True) -
     icons = [svg for s, svg in load_icons() if split_of(s) == "train"]
     if limit is not None and limit < len(icons):
         icons = [icons[int(round(i))] for i in np.linspace(0, len(icons) - 1, limit)]
-    out = []
-    for svg in tqdm(icons, desc="tokenizing training icons", unit=" icons", disable=not progress):
-        try:
-            out.append(tokenizer.decode(tokenizer.encode(svg)))
-        except SVGError:
-            continue
-    return out
+    bar = tqdm(icons, desc="tokenizing training icons", unit=" icons", disable=not progress)
+    return [svg for svg in through_tokenizer(tokenizer, bar) if svg is not None]
 
 
 def corpus_icons(folder: str | Path, split: str) -> list[dict[str, Any]]:
@@ -104,7 +100,7 @@ def corpus_icons(folder: str | Path, split: str) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows) if "svg" in rows[k]]
 
 
-def through_tokenizer(tokenizer, svgs: list[str]) -> list[str | None]:
+def through_tokenizer(tokenizer, svgs: Iterable[str]) -> list[str | None]:
     """``decode(encode(svg))``: what the model saw (None when refused or longer than ``max_len``)."""
     out: list[str | None] = []
     for svg in svgs:
