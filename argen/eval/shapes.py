@@ -123,6 +123,7 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
         if value < low:
             raise ValueError(f"{name} must be ≥ {low}, got {value}")
     fid = FID(features, inception_weights, device)  # fails early if Inception is asked for and missing
+    store = Cache(cache)
     gen = Generator.from_pretrained(export, device=device)
     prompts = shapes.prompt_suite()
     report = Report(out, f"argen eval shapes: {export}", {
@@ -145,7 +146,6 @@ def evaluate_shapes(export: str | Path, out: str | Path, num_samples: int = 4,
     real, _ = real_renders(fid_real, size, seed, "real")
     ref, ref_captions = real_renders(len(fakes), size, seed, "reference")
     ref_scores = [shapes.score(img, c) for img, c in zip(ref, ref_captions)]
-    store = Cache(cache)
     f_real = store.features(fid, real, "shapes-real", progress)
     fid_gen = fid_kid(f_real, fid.features(fakes, progress, "sample features"), seed=seed)
     fid_ref = fid_kid(f_real, store.features(fid, ref, "shapes-reference", progress), seed=seed)
