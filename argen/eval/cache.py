@@ -32,7 +32,8 @@ class Cache:
     """Safetensors entries in ``folder`` (``None``: :func:`default_dir`; ``False``: keep nothing)."""
 
     def __init__(self, folder: str | Path | None | bool = None):
-        self.folder = None if folder is False else Path(folder) if folder else default_dir()
+        self.folder = None if folder is False else Path(folder) if isinstance(folder, (str, Path)) and folder \
+            else default_dir()
 
     @staticmethod
     def key(*parts: Any) -> str:
