@@ -251,7 +251,48 @@ def test_constructible_from_lightning_cli_yaml():
     assert isinstance(target, SVGTokenizer) and (target.grid, target.max_len) == (64, 256)
 
 
-@pytest.mark.parametrize("kwargs", [{"grid": 1}, {"grid": 64.0}, {"max_len": 2}, {"fim_rate": 1.5}])
+def test_plan_is_the_coarse_ink_masks_coarsest_first_and_decoding_skips_it(tmp_path):
+    tok, plain = SVGTokenizer(grid=64, max_len=256, plan=[2, 4]), SVGTokenizer(grid=64, max_len=256)
+    assert tok.vocab_size == plain.vocab_size + 256 and tok.plan_len == 3
+    # ink on the top-left quarter and on about half of one 2 × 2-unit cell at the bottom right
+    s = (f'<svg {NS} viewBox="0 0 8 8"><rect width="4" height="4"/>'
+         '<rect x="6.5" y="6.5" width="1.5" height="1.5"/></svg>')
+    ids = tok.encode(s)
+    base = plain.vocab_size
+    # 2 × 2: only the top-left cell; 4 × 4, row-major, 8 cells a token: rows 0-1, then rows 2-3
+    assert ids[:3].tolist() == [base + 0b0001, base + 0b00110011, base + 0b10000000]
+    assert torch.equal(ids[3:], plain.encode(s)) and tok.decode(ids) == plain.decode(ids[3:])
+    assert torch.equal(tok.encode(tok.decode(ids)), ids)
+    assert (tok.token_features(ids[None], torch.arange(len(ids)))[0, :3] == 0).all()
+    g = tok.grammar()
+    fim = tok.encode_fim(s, 0)
+    assert torch.equal(fim[:3], ids[:3]) and g.accepts(fim[None]).all() and g.accepts(ids[None]).all()
+    assert not g.accepts(ids[3:][None]).any()  # the plan comes first
+    late = torch.cat([ids[:3], ids[:1], ids[3:]])
+    assert not g.accepts(late[None]).any()  # and has exactly plan_len tokens
+    batch = tok.encode_batch({"svg": [s, ICON]})
+    assert torch.equal(batch[0, : len(ids)], ids) and g.accepts(batch).all()
+    tok.save_pretrained(tmp_path / "t")
+    assert load_target(tmp_path / "t").plan == (2, 4) and "plan=[2, 4]" in repr(tok)
+    assert SVGTokenizer(plan=8).plan == (8,) and SVGTokenizer(plan=0).plan_len == 0
+
+
+def test_canonical_order_starts_at_the_top_left_and_draws_the_same(tmp_path):
+    tok, plain = SVGTokenizer(grid=64, max_len=256, canonical=True), SVGTokenizer(grid=64, max_len=256)
+    # drawn bottom path first, each outline from its bottom-right corner
+    s = (f'<svg {NS} viewBox="0 0 8 8"><path d="M7 7H5V5H7Z"/><path d="M4 3H1V1H4Z"/></svg>')
+    ids = tok.encode(s)
+    firsts = [ids[i + 2].item() - T.OFFSET for i in (ids == T.PATH).nonzero().flatten().tolist()]
+    assert [(f % 64, f // 64) for f in firsts] == [(8, 8), (40, 40)]  # top-left corners, top path first
+    assert raster_iou(tok.decode(ids), plain.decode(plain.encode(s))) == 1.0
+    assert torch.equal(tok.encode(tok.decode(ids)), ids) and tok.grammar().accepts(ids[None]).all()
+    assert raster_iou(tok.decode(tok.encode(ICON)), plain.decode(plain.encode(ICON))) == 1.0
+    tok.save_pretrained(tmp_path / "t")
+    assert load_target(tmp_path / "t").canonical and "canonical=True" in repr(tok)
+
+
+@pytest.mark.parametrize("kwargs", [{"grid": 1}, {"grid": 64.0}, {"max_len": 2}, {"fim_rate": 1.5},
+                                    {"plan": 17}, {"plan": -1}, {"plan": 2.0}, {"plan": [4, 1]}])
 def test_constructor_rejects_bad_arguments(kwargs):
     with pytest.raises(ValueError):
         SVGTokenizer(**kwargs)

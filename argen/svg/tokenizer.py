@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path as FsPath
 from typing import Any
 
+import numpy as np
 import torch
 
 from argen.export import CONFIG, read_config
@@ -26,6 +27,8 @@ from argen.svg.parse import normalize, normalize_paths, paths_to_svg
 from argen.targets import Grammar, TargetTokenizer
 
 _CACHE_ENTRIES = 20_000  # encoded training icons kept in memory (epochs re-read the same SVGs)
+PLAN_COVERAGE = 0.2  # a plan cell is set where ink covers this share of it (a 2-unit stroke crossing
+# a cell of a 24-unit icon at plan 8 covers about two thirds)
 
 
 class SVGTokenizer(TargetTokenizer):
@@ -35,6 +38,15 @@ class SVGTokenizer(TargetTokenizer):
         grid: points per axis; coordinates are integers ``0 .. grid-1`` in the viewBox square.
         max_len: longest target sequence, EOS included; longer samples are skipped in training.
         fim_rate: share of training samples rewritten as fill-in-the-middle (IconShop: 0.5).
+        plan: sides of coarse ink masks written before the paths, coarsest first (``[]`` or 0: none;
+            an int ``n`` means ``[n]``; sides 2..16), each row-major, 8 cells a token. Why: the first
+            point of a drawing names which drawing follows, and a small decoder learns to continue
+            that prefix long before it learns which first point a caption asks for; a coarse mask is
+            what drawings of one concept share across icon sets, so the caption decides the plan and
+            the plan steers the paths. Decoding skips it.
+        canonical: write each closed outline from its topmost-leftmost point, and outlines and paths
+            top to bottom (DeepSVG's order), so the first point follows from the drawing's shape
+            rather than from how its author happened to draw it. The filled drawing is the same.
     """
 
     kind = "svg_tokenizer"
@@ -42,24 +54,33 @@ class SVGTokenizer(TargetTokenizer):
     # one draft per pass accepts as many tokens as eight and costs less (BENCHMARKS.md, window sweep).
     speculative_window = 1
 
-    def __init__(self, grid: int = 200, max_len: int = 512, fim_rate: float = 0.0):
+    def __init__(self, grid: int = 200, max_len: int = 512, fim_rate: float = 0.0,
+                 plan: int | list[int] = 0, canonical: bool = False):
         if not isinstance(grid, int) or not 2 <= grid <= 1024:
             raise ValueError(f"SVGTokenizer grid must be an int in [2, 1024], got {grid!r}")
         if not isinstance(max_len, int) or max_len < 8:
             raise ValueError(f"SVGTokenizer max_len must be an int >= 8, got {max_len!r}")
         if not 0.0 <= fim_rate <= 1.0:
             raise ValueError(f"SVGTokenizer fim_rate must be in [0, 1], got {fim_rate!r}")
-        self.grid, self.max_len, self.fim_rate = grid, max_len, float(fim_rate)
-        self.vocab_size = T.vocab_size(grid)
+        sides = ([plan] if plan else []) if isinstance(plan, int) else plan
+        if not isinstance(sides, (list, tuple)) or not all(isinstance(n, int) and 2 <= n <= 16 for n in sides):
+            raise ValueError(f"SVGTokenizer plan must be 0 or mask sides in [2, 16], got {plan!r}")
+        self.grid, self.max_len, self.fim_rate, self.plan = grid, max_len, float(fim_rate), tuple(sides)
+        self.canonical = bool(canonical)
+        self.plan_len = T.plan_len(self.plan)
+        self.vocab_size = T.vocab_size(grid, self.plan_len)
+        self._plan_base = T.OFFSET + grid * grid  # first plan-row id (= vocab_size without a plan)
         self.eos_id, self.pad_id = T.EOS, T.PAD
         self.feature_sizes = (grid + 1, grid + 1)
         self.skipped: Counter[str] = Counter()
         self._grammar: Grammar | None = None
         self._device = torch.device("cpu")
         self._cache: dict[str, list[list[int]] | SVGError] = {}
+        self._plans: dict[str, list[int]] = {}
 
     def __repr__(self) -> str:
-        return f"SVGTokenizer(grid={self.grid}, max_len={self.max_len}, fim_rate={self.fim_rate})"
+        extra = (f", plan={list(self.plan)}" if self.plan else "") + (", canonical=True" if self.canonical else "")
+        return f"SVGTokenizer(grid={self.grid}, max_len={self.max_len}, fim_rate={self.fim_rate}{extra})"
 
     # -- SVG -> tokens ---------------------------------------------------------------------------
     def normalize(self, svg: str) -> str:
@@ -82,7 +103,25 @@ class SVGTokenizer(TargetTokenizer):
         m = mid(p012, p123)
         return self._fit(p0, (p01, p012, m), depth + 1) + self._fit(m, (p123, p23, p3), depth + 1)
 
+    def _canonical(self, path: Path) -> Path:
+        """Every outline closed explicitly (filling closes it anyway) and started at its topmost-leftmost
+        vertex, outlines sorted by that vertex."""
+        key = lambda p: self._quantize(p)[::-1]  # noqa: E731  (y, x): top to bottom, then left to right
+        out = []
+        for start, segs in path:
+            segs = list(segs)
+            if not segs:
+                continue
+            if self._quantize(segs[-1][-1]) != self._quantize(start):
+                segs.append((start,))
+            vertices = [start] + [seg[-1] for seg in segs[:-1]]
+            k = min(range(len(vertices)), key=lambda i: key(vertices[i]))
+            out.append((vertices[k], segs[k:] + segs[:k]))
+        return sorted(out, key=lambda sub: key(sub[0]))
+
     def _path_tokens(self, path: Path) -> list[int]:
+        if self.canonical:
+            path = self._canonical(path)
         out = [T.PATH]
         for start, segs in path:
             cur = self._quantize(start)
@@ -109,6 +148,8 @@ class SVGTokenizer(TargetTokenizer):
         if hit is None:
             try:
                 paths = [t for t in map(self._path_tokens, normalize_paths(svg, self.grid)) if t]
+                if self.canonical:
+                    paths.sort(key=lambda p: p[2])  # the first point's id: rows, then columns
                 hit = paths if paths else SVGError("SVG draws nothing (no filled area)", "empty")
             except SVGError as e:
                 hit = e
@@ -120,9 +161,31 @@ class SVGTokenizer(TargetTokenizer):
             raise SVGError(str(hit), hit.reason)
         return hit
 
+    def plan_tokens(self, svg: str) -> list[int]:
+        """The plan's ids (empty without a plan): the tokenized drawing's ink mask at each side in
+        ``plan``, a cell set where ink covers at least a fifth of it, the cells 8 at a time (row-major)
+        as the bits of one id."""
+        if not self.plan:
+            return []
+        hit = self._plans.get(svg)
+        if hit is None:
+            from argen.svg.metrics import raster_coverage  # resvg loads on first use
+
+            paths = self.encode_paths(svg)
+            drawn = self._decode_row([t for p in paths for t in p])
+            bits, hit = T.PLAN_BITS, []
+            for side in self.plan:
+                cells = (raster_coverage(drawn, side) >= PLAN_COVERAGE).ravel()
+                hit += [self._plan_base + int(sum(1 << i for i in np.flatnonzero(cells[c: c + bits])))
+                        for c in range(0, len(cells), bits)]
+            if len(self._plans) >= _CACHE_ENTRIES:
+                self._plans.clear()
+            self._plans[svg] = hit
+        return list(hit)
+
     def encode(self, svg: str) -> torch.Tensor:
         """1-D ids of the whole drawing, ending with EOS (not truncated to ``max_len``)."""
-        return torch.tensor([t for p in self.encode_paths(svg) for t in p] + [T.EOS])
+        return torch.tensor(self.plan_tokens(svg) + [t for p in self.encode_paths(svg) for t in p] + [T.EOS])
 
     def encode_prefix(self, svg: str) -> torch.Tensor:
         """Ids of a partial drawing without EOS, for the decoder to continue."""
@@ -133,7 +196,7 @@ class SVGTokenizer(TargetTokenizer):
         paths = self.encode_paths(svg)
         if not -len(paths) <= index < len(paths):
             raise IndexError(f"path index {index} out of range for {len(paths)} paths")
-        return torch.tensor(self._fim(paths, index % len(paths)))
+        return torch.tensor(self.plan_tokens(svg) + self._fim(paths, index % len(paths)))
 
     def encode_fill(self, svg: str, index: int) -> torch.Tensor:
         """Ids that ask the decoder to redraw path ``index``: the FIM sequence up to ``MIDDLE``."""
@@ -159,9 +222,10 @@ class SVGTokenizer(TargetTokenizer):
                 self.skipped[e.reason] += 1
                 rows.append([])
                 continue
-            seq = [t for p in paths for t in p] + [T.EOS]
+            plan = self.plan_tokens(svg)
+            seq = plan + [t for p in paths for t in p] + [T.EOS]
             if self.fim_rate > 0 and len(seq) + 2 <= self.max_len and torch.rand(()) < self.fim_rate:
-                seq = self._fim(paths, int(torch.randint(len(paths), ())))
+                seq = plan + self._fim(paths, int(torch.randint(len(paths), ())))
             if len(seq) > self.max_len:
                 self.skipped["too_long"] += 1
                 seq = []
@@ -175,7 +239,7 @@ class SVGTokenizer(TargetTokenizer):
     def token_features(self, inputs: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """(B, T) ids -> (B, T, 2): (x+1, y+1) for point tokens, 0 for anything else (incl. BOS)."""
         coord = inputs - T.OFFSET
-        is_point = (inputs >= T.OFFSET) & (inputs < self.vocab_size)
+        is_point = (inputs >= T.OFFSET) & (inputs < self._plan_base)
         x = torch.where(is_point, coord % self.grid + 1, 0)
         y = torch.where(is_point, coord // self.grid + 1, 0)
         return torch.stack([x, y], dim=-1)
@@ -187,7 +251,7 @@ class SVGTokenizer(TargetTokenizer):
 
     def grammar(self) -> Grammar:
         if self._grammar is None:
-            self._grammar = T.build_grammar(self.grid).to(self._device)
+            self._grammar = T.build_grammar(self.grid, self.plan_len).to(self._device)
         return self._grammar
 
     def to(self, device: str | torch.device) -> SVGTokenizer:
@@ -236,7 +300,7 @@ class SVGTokenizer(TargetTokenizer):
             t = int(t)
             if t in (T.EOS, T.PAD):
                 break
-            if t < 0 or t >= self.vocab_size:
+            if t < 0 or t >= self._plan_base:  # outside the vocabulary, or a plan row
                 continue
             if t >= T.OFFSET:
                 if cmd is None:
@@ -277,19 +341,21 @@ class SVGTokenizer(TargetTokenizer):
 
     # -- export ----------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
-        return {"grid": self.grid, "max_len": self.max_len, "fim_rate": self.fim_rate}
+        return {"grid": self.grid, "max_len": self.max_len, "fim_rate": self.fim_rate, "plan": list(self.plan),
+                "canonical": self.canonical}
 
     def save_pretrained(self, directory: str | FsPath) -> None:
         """Write ``config.json`` (``argen_kind: svg_tokenizer`` and the constructor args)."""
         directory = FsPath(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"argen_kind": self.kind, **self.config(), "vocab_size": self.vocab_size,
-                  "layout": "pad eos path M L C hole middle, then offset 8 + x + y*grid"}
+                  "layout": "pad eos path M L C hole middle, then offset 8 + x + y*grid, then plan rows"}
         (directory / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod
     def from_pretrained(cls, directory: str | FsPath, device: str | torch.device = "cpu") -> SVGTokenizer:
         """The tokenizer :meth:`save_pretrained` wrote; its grammar tables are built on ``device``."""
         config = read_config(directory, cls.kind)
-        tok = cls(grid=config["grid"], max_len=config["max_len"], fim_rate=config.get("fim_rate", 0.0))
+        tok = cls(grid=config["grid"], max_len=config["max_len"], fim_rate=config.get("fim_rate", 0.0),
+                  plan=config.get("plan", 0), canonical=config.get("canonical", False))
         return tok.to(device)

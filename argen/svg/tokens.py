@@ -4,9 +4,11 @@ Layout (IconShop's, plus two fill-in-the-middle markers)::
 
     0 PAD   1 EOS   2 PATH (path start)   3 M   4 L   5 C   6 HOLE   7 MIDDLE
     8 + x + y·grid   one token per grid point (x, y), 0 ≤ x, y < grid
+    8 + grid² + r    with a plan: one token per 8 cells of its masks, their bits r (0 ≤ r < 256)
 
 A drawing is ``(PATH M p (L p | C p p p | M p)*)+ EOS``; every ``M p`` is followed by at least one
-segment. Fill-in-the-middle moves one path to the end: ``prefix HOLE suffix MIDDLE path EOS``.
+segment. Fill-in-the-middle moves one path to the end: ``prefix HOLE suffix MIDDLE path EOS``. With
+a plan, ``plan_len`` tokens come first: the drawing's coarse ink masks, coarsest first, each row-major.
 """
 
 from __future__ import annotations
@@ -26,24 +28,33 @@ START = 3 * _PER_PHASE  # nothing written yet: PATH or HOLE
 AFTER_HOLE = START + 1  # a path boundary in phase 1 (suffix may be empty)
 AFTER_MIDDLE = START + 2  # the moved path must follow
 END = START + 3  # after EOS: only PAD
-NUM_STATES = END + 1
+NUM_STATES = END + 1  # without a plan
+PLAN_STATE = NUM_STATES  # the plan's token i is written in state PLAN_STATE + i
+PLAN_BITS = 8  # mask cells per plan token
 
 
-def vocab_size(grid: int) -> int:
-    return OFFSET + grid * grid
+def plan_len(sides: tuple[int, ...]) -> int:
+    """Tokens a plan of masks with these sides takes, ``PLAN_BITS`` cells a token."""
+    return sum(-(-n * n // PLAN_BITS) for n in sides)
 
 
-def build_grammar(grid: int) -> Grammar:
-    """The DFA over ``vocab_size(grid)`` tokens; disallowed entries keep their state (masked out)."""
-    V = vocab_size(grid)
-    allowed = torch.zeros(NUM_STATES, V, dtype=torch.bool)
-    transition = torch.arange(NUM_STATES).unsqueeze(1).repeat(1, V)
+def vocab_size(grid: int, plan_len: int = 0) -> int:
+    return OFFSET + grid * grid + (1 << PLAN_BITS if plan_len else 0)
+
+
+def build_grammar(grid: int, plan_len: int = 0) -> Grammar:
+    """The DFA over ``vocab_size(grid, plan_len)`` tokens; disallowed entries keep their state (masked out)."""
+    V = vocab_size(grid, plan_len)
+    n_plan = plan_len
+    n_states = NUM_STATES + n_plan
+    allowed = torch.zeros(n_states, V, dtype=torch.bool)
+    transition = torch.arange(n_states).unsqueeze(1).repeat(1, V)
 
     def allow(state: int, token: int | slice, nxt: int) -> None:
         allowed[state, token] = True
         transition[state, token] = nxt
 
-    coords = slice(OFFSET, V)
+    coords = slice(OFFSET, OFFSET + grid * grid)
     for phase in range(3):
         s = phase * _PER_PHASE
         allow(s + _NEED_M, CMD_M, s + _M_PT)
@@ -69,4 +80,6 @@ def build_grammar(grid: int) -> Grammar:
     allow(AFTER_HOLE, MIDDLE, AFTER_MIDDLE)
     allow(AFTER_MIDDLE, PATH, 2 * _PER_PHASE + _NEED_M)
     allow(END, PAD, END)
-    return Grammar(allowed, transition, START)
+    for i in range(n_plan):
+        allow(PLAN_STATE + i, slice(OFFSET + grid * grid, V), PLAN_STATE + i + 1 if i + 1 < n_plan else START)
+    return Grammar(allowed, transition, PLAN_STATE if n_plan else START)
