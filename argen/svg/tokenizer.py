@@ -69,7 +69,7 @@ class SVGTokenizer(TargetTokenizer):
         self.canonical = bool(canonical)
         self.plan_len = T.plan_len(self.plan)
         self.vocab_size = T.vocab_size(grid, self.plan_len)
-        self._plan_base = T.OFFSET + grid * grid  # first plan-row id (= vocab_size without a plan)
+        self._plan_base = T.OFFSET + grid * grid  # the first plan id (= vocab_size without a plan)
         self.eos_id, self.pad_id = T.EOS, T.PAD
         self.feature_sizes = (grid + 1, grid + 1)
         self.skipped: Counter[str] = Counter()
@@ -300,7 +300,7 @@ class SVGTokenizer(TargetTokenizer):
             t = int(t)
             if t in (T.EOS, T.PAD):
                 break
-            if t < 0 or t >= self._plan_base:  # outside the vocabulary, or a plan row
+            if t < 0 or t >= self._plan_base:  # outside the vocabulary, or a plan id
                 continue
             if t >= T.OFFSET:
                 if cmd is None:
@@ -349,7 +349,7 @@ class SVGTokenizer(TargetTokenizer):
         directory = FsPath(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"argen_kind": self.kind, **self.config(), "vocab_size": self.vocab_size,
-                  "layout": "pad eos path M L C hole middle, then offset 8 + x + y*grid, then plan rows"}
+                  "layout": "pad eos path M L C hole middle, then offset 8 + x + y*grid, then plan ids"}
         (directory / CONFIG).write_text(json.dumps(config, indent=2) + "\n")
 
     @classmethod

@@ -45,8 +45,7 @@ def vocab_size(grid: int, plan_len: int = 0) -> int:
 def build_grammar(grid: int, plan_len: int = 0) -> Grammar:
     """The DFA over ``vocab_size(grid, plan_len)`` tokens; disallowed entries keep their state (masked out)."""
     V = vocab_size(grid, plan_len)
-    n_plan = plan_len
-    n_states = NUM_STATES + n_plan
+    n_states = NUM_STATES + plan_len
     allowed = torch.zeros(n_states, V, dtype=torch.bool)
     transition = torch.arange(n_states).unsqueeze(1).repeat(1, V)
 
@@ -80,6 +79,6 @@ def build_grammar(grid: int, plan_len: int = 0) -> Grammar:
     allow(AFTER_HOLE, MIDDLE, AFTER_MIDDLE)
     allow(AFTER_MIDDLE, PATH, 2 * _PER_PHASE + _NEED_M)
     allow(END, PAD, END)
-    for i in range(n_plan):
-        allow(PLAN_STATE + i, slice(OFFSET + grid * grid, V), PLAN_STATE + i + 1 if i + 1 < n_plan else START)
-    return Grammar(allowed, transition, PLAN_STATE if n_plan else START)
+    for i in range(plan_len):
+        allow(PLAN_STATE + i, slice(OFFSET + grid * grid, V), PLAN_STATE + i + 1 if i + 1 < plan_len else START)
+    return Grammar(allowed, transition, PLAN_STATE if plan_len else START)
