@@ -222,13 +222,15 @@ class SVGTokenizer(TargetTokenizer):
                 self.skipped[e.reason] += 1
                 rows.append([])
                 continue
+            drawing = [t for p in paths for t in p]
+            if self.plan_len + len(drawing) + 1 > self.max_len:  # checked first: no plan drawn for a skip
+                self.skipped["too_long"] += 1
+                rows.append([])
+                continue
             plan = self.plan_tokens(svg)
-            seq = plan + [t for p in paths for t in p] + [T.EOS]
+            seq = plan + drawing + [T.EOS]
             if self.fim_rate > 0 and len(seq) + 2 <= self.max_len and torch.rand(()) < self.fim_rate:
                 seq = plan + self._fim(paths, int(torch.randint(len(paths), ())))
-            if len(seq) > self.max_len:
-                self.skipped["too_long"] += 1
-                seq = []
             rows.append(seq)
         out = torch.full((len(rows), max([1] + [len(r) for r in rows])), T.PAD, dtype=torch.long)
         for i, r in enumerate(rows):
