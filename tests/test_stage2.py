@@ -116,6 +116,25 @@ def test_cfg_dropout_replaces_the_configured_share_by_the_empty_caption(icons):
     assert not module.cfg_dropout(ids, mask, 0.0)[0].ne(ids).any()
 
 
+def test_skipped_samples_are_dropped_from_the_step_not_run_as_padding(icons):
+    """A sample the target skips costs no compute and changes no loss; an all-skipped batch is a no-op."""
+    text = TextTokenizer.from_file(icons / "tokenizer.json")
+    module = built(text)
+    svgs = [svg for slug, svg in load_icons() if slug in ("home", "heart")]
+    ids, mask = text.encode(["home", "not svg", "heart"], max_len=16)
+    batch = {"svg": [svgs[0], "<svg", svgs[1]], "text_ids": ids, "text_mask": mask}
+    kept = {"svg": [svgs[0], svgs[1]], "text_ids": ids[[0, 2]], "text_mask": mask[[0, 2]]}
+    with torch.no_grad():
+        loss, targets = module._loss(batch)
+        reference, _ = module._loss(kept)
+    assert targets.shape[0] == 2 and module.target.skipped["malformed"] >= 1
+    torch.testing.assert_close(loss, reference)
+    nothing = {"svg": ["<svg"], "text_ids": ids[:1], "text_mask": mask[:1]}
+    loss, _ = module._loss(nothing)
+    loss.backward()  # still a graph, so a DDP step that skips everything stays in step with its peers
+    assert loss.item() == 0.0
+
+
 @pytest.fixture(scope="module")
 def generator(icons):
     text = TextTokenizer.from_file(icons / "tokenizer.json")

@@ -120,14 +120,24 @@ class Seq2SeqModule(pl.LightningModule):
 
     def _loss(self, batch, cfg_dropout: float = 0.0):
         targets = self.target.encode_batch(batch).to(self.device)
-        text_ids, text_mask = self.cfg_dropout(batch["text_ids"], batch["text_mask"], cfg_dropout)
+        text_ids, text_mask = batch["text_ids"], batch["text_mask"]
+        if self.target.pad_id is not None:
+            # A sample the target skipped (too long, unparsable) is an all-PAD row: it carries no loss,
+            # so it is dropped here rather than run through the network.
+            kept = (targets != self.target.pad_id).any(dim=1)
+            if not kept.any():
+                kept[0] = True  # keep one row so the step still has a graph (its loss is 0 below)
+            if not kept.all():
+                targets, text_ids, text_mask = targets[kept], text_ids[kept], text_mask[kept]
+        text_ids, text_mask = self.cfg_dropout(text_ids, text_mask, cfg_dropout)
         net = self.net
         inputs = getattr(net, "_orig_mod", net).shift_right(targets)
         positions = torch.arange(inputs.shape[1], device=inputs.device)
         features = self.target.token_features(inputs, positions)
         logits = net(text_ids, text_mask, inputs, features)
         ignore = self.target.pad_id if self.target.pad_id is not None else -100
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore,
+                               reduction="sum") / (targets != ignore).sum().clamp(min=1)
         return loss, targets
 
     def training_step(self, batch, batch_idx):
