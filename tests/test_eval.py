@@ -1,7 +1,9 @@
 """argen.eval: FID/KID against independent NumPy/SciPy maths, prompt suites, the four subcommands
 end to end on tiny untrained exports written through the real export code, and clear errors."""
 
+import itertools
 import json
+import math
 import random
 import re
 from pathlib import Path
@@ -544,7 +546,8 @@ def _tiny_corpus(folder):
     from argen.data.shards import write_shards
 
     icons = {"heart": "M12 21l-8-8a5 5 0 0 1 8-6a5 5 0 0 1 8 6z", "home": "M3 11l9-8 9 8v10h-6v-6h-6v6H3z",
-             "star": "M12 2l3 7h7l-6 4 2 7-6-4-6 4 2-7-6-4h7z"}
+             "star": "M12 2l3 7h7l-6 4 2 7-6-4-6 4 2-7-6-4h7z",
+             "sun": sun_outline()}  # longer than the export's max_len: never trained on, still a reference
 
     def sample(key, concept, set_, d):
         svg = f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 24 24"><path d="{d}"/></svg>'
@@ -554,11 +557,18 @@ def _tiny_corpus(folder):
     train = [sample(f"a-{c}", c, "a", d) for c, d in icons.items()]
     train += [sample(f"b-{c}", c, "b", d.replace("M", "M1 1L", 1)) for c, d in icons.items()]
     write_shards(iter(train), folder, "train", 4, progress=False)
-    write_shards(iter([sample(f"c-{c}", c, "c", icons[c]) for c in ("heart", "star")]), folder, "val", 4,
+    write_shards(iter([sample(f"c-{c}", c, "c", icons[c]) for c in ("heart", "star", "sun")]), folder, "val", 4,
                  progress=False)
     (folder / "eval").mkdir()
     (folder / "eval" / "heldout.tsv").write_text("prompt\tcategory\tchallenge\tconcept\tkey\n" + "".join(
-        f"{c}\tc\theld-out (concept, set)\t{c}\tc-{c}\n" for c in ("heart", "star")))
+        f"{c}\tc\theld-out (concept, set)\t{c}\tc-{c}\n" for c in ("heart", "star", "sun")))
+
+
+def sun_outline(rays: int = 24) -> str:
+    """A 48-vertex zigzag ring: far more path tokens than a 40-token export can write."""
+    points = [(12 + r * math.cos(math.pi * k / rays), 12 + r * math.sin(math.pi * k / rays))
+              for k, r in zip(range(2 * rays), itertools.cycle((11, 7)))]
+    return "M" + "L".join(f"{x:.2f} {y:.2f}" for x, y in points) + "z"
 
 
 def test_svg_on_a_corpus_reports_recognisability(exports, tmp_path):
@@ -568,8 +578,9 @@ def test_svg_on_a_corpus_reports_recognisability(exports, tmp_path):
                  progress=False)
     metrics, report = read_report(out)
     r = metrics["metrics"]["recognisability"]
-    assert r["n_samples"] == 4 and r["n_real"] == 2 and r["training_icons"] == 6
-    assert r["ceiling_real_heldout"] == 1.0  # the real held-out heart is nearest to a training heart
+    # the whole training set and every held-out icon count, also the suns too long for the model
+    assert r["n_samples"] == 6 and r["n_real"] == 3 and r["training_icons"] == 8
+    assert r["ceiling_real_heldout"] == 1.0  # each real held-out icon is nearest to a training one of its concept
     assert 0.0 <= r["samples"] <= 1.0 and 0.0 <= r["floor_shuffled_prompts"] <= 1.0
     assert "Recognisability" in report and (out / "contact-sheet.png").is_file()
 

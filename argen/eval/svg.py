@@ -9,9 +9,11 @@ FID compares rasters of the valid samples with rasters of the held-out icons; it
 does the same for as many training icons (through the tokenizer): a perfect model's value.
 
 With ``corpus=DIR`` (a folder written by ``python -m argen.data prepare icons``) the training icons
-are that corpus's train shards, the prompts default to its held-out (concept, set) drawings
-(``DIR/eval/heldout.tsv``), and **recognisability** is measured: the share of samples whose nearest
-training icon (64 px mask IoU, over the whole training set) carries the prompted concept. Its floor
+are that corpus's train shards, all of them, also those longer than the model's ``max_len`` (so
+novelty is checked against more drawings than the model saw), the prompts default to its held-out
+(concept, set) drawings (``DIR/eval/heldout.tsv``), and **recognisability** is measured: the share
+of samples whose nearest training icon (64 px mask IoU, over the whole training set) carries the
+prompted concept. Its floor
 pairs each sample with another prompt's concept (prompts shuffled, averaged over shuffles); its
 ceiling puts the real held-out icons in place of the samples.
 """
@@ -100,13 +102,14 @@ def corpus_icons(folder: str | Path, split: str) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows) if "svg" in rows[k]]
 
 
-def through_tokenizer(tokenizer, svgs: Iterable[str]) -> list[str | None]:
-    """``decode(encode(svg))``: what the model saw (None when refused or longer than ``max_len``)."""
+def through_tokenizer(tokenizer, svgs: Iterable[str], any_length: bool = False) -> list[str | None]:
+    """``decode(encode(svg))``: what the model saw (None when refused, or longer than ``max_len``
+    unless ``any_length``: a drawing too long to train on still shows what its concept looks like)."""
     out: list[str | None] = []
     for svg in svgs:
         try:
             ids = tokenizer.encode(svg)
-            out.append(tokenizer.decode(ids) if len(ids) <= tokenizer.max_len else None)
+            out.append(tokenizer.decode(ids) if any_length or len(ids) <= tokenizer.max_len else None)
         except SVGError:
             out.append(None)
     return out
@@ -200,7 +203,7 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
         items = corpus_icons(corpus, "train")
         if train_limit is not None and train_limit < len(items):
             items = [items[int(round(i))] for i in np.linspace(0, len(items) - 1, train_limit)]
-        seen = through_tokenizer(gen.target, [it["svg"] for it in items])
+        seen = through_tokenizer(gen.target, [it["svg"] for it in items], any_length=True)
         train = [s for s in seen if s is not None]
         train_concepts = [set(it["json"].get("concepts") or [it["json"].get("concept")])
                           for it, s in zip(items, seen) if s is not None]
@@ -219,7 +222,8 @@ def evaluate_svg(export: str | Path, out: str | Path, prompts: str | Path | None
         concepts = [r.extra.get("concept") or r.prompt for r in rows for _ in range(num_samples)]
         rec = recognisability(masks, valid, concepts, train_masks, train_concepts, seed=seed)
         ref_ok = [(r, ref) for r, ref in zip(rows, refs) if ref is not None]
-        ref_masks, ref_valid = raster_masks([s or "" for s in through_tokenizer(gen.target, [x for _, x in ref_ok])])
+        real = through_tokenizer(gen.target, [x for _, x in ref_ok], any_length=True)
+        ref_masks, ref_valid = raster_masks([s or "" for s in real])
         ceil = recognisability(ref_masks, ref_valid, [r.extra.get("concept") or r.prompt for r, _ in ref_ok],
                                train_masks, train_concepts, seed=seed)
         m["recognisability"] = {"samples": rec["score"], "floor_shuffled_prompts": rec["floor"],
