@@ -120,16 +120,16 @@ class Seq2SeqModule(pl.LightningModule):
 
     def _loss(self, batch, cfg_dropout: float = 0.0):
         targets = self.target.encode_batch(batch).to(self.device)
-        text_ids, text_mask = batch["text_ids"], batch["text_mask"]
+        text_ids, text_mask = self.cfg_dropout(batch["text_ids"], batch["text_mask"], cfg_dropout)
         if self.target.pad_id is not None:
             # A sample the target skipped (too long, unparsable) is an all-PAD row: it carries no loss,
-            # so it is dropped here rather than run through the network.
+            # so it is dropped here rather than run through the network (after the dropout draw, so
+            # the random stream does not depend on what was skipped).
             kept = (targets != self.target.pad_id).any(dim=1)
             if not kept.any():
                 kept[0] = True  # keep one row so the step still has a graph (its loss is 0 below)
             if not kept.all():
                 targets, text_ids, text_mask = targets[kept], text_ids[kept], text_mask[kept]
-        text_ids, text_mask = self.cfg_dropout(text_ids, text_mask, cfg_dropout)
         net = self.net
         inputs = getattr(net, "_orig_mod", net).shift_right(targets)
         positions = torch.arange(inputs.shape[1], device=inputs.device)
