@@ -135,6 +135,28 @@ def test_skipped_samples_are_dropped_from_the_step_not_run_as_padding(icons):
     assert loss.item() == 0.0
 
 
+def test_prefix_loss_weight_counts_the_first_tokens_more(icons):
+    text = TextTokenizer.from_file(icons / "tokenizer.json")
+    module = built(text)
+    svgs = [svg for slug, svg in load_icons() if slug in ("home", "heart")]
+    ids, mask = text.encode(["home", "heart"], max_len=16)
+    batch = {"svg": svgs, "text_ids": ids, "text_mask": mask}
+    with torch.no_grad():
+        plain, targets = module._loss(batch)
+        weighted, _ = module._loss(batch, prefix_weight=5.0, prefix_tokens=2)
+        inputs = module.net.shift_right(targets)
+        logits = module.net(ids, mask, inputs, module.target.token_features(inputs, torch.arange(inputs.shape[1])))
+        nll = torch.nn.functional.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+    real = targets != module.target.pad_id
+    torch.testing.assert_close(plain, nll[real].mean())
+    by_hand = (nll[real].sum() + 4 * nll[:, :2].sum()) / (real.sum() + 4 * 4)
+    torch.testing.assert_close(weighted, by_hand)
+    assert not torch.isclose(weighted, plain)
+    for bad in ({"prefix_loss_weight": 0.0}, {"prefix_loss_tokens": -1}):
+        with pytest.raises(ValueError, match="prefix_loss"):
+            tiny_module(**bad)
+
+
 @pytest.fixture(scope="module")
 def generator(icons):
     text = TextTokenizer.from_file(icons / "tokenizer.json")

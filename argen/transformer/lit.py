@@ -33,6 +33,11 @@ class Seq2SeqModule(pl.LightningModule):
         preset: a name from ``argen.transformer.model.PRESETS``; ``arch`` overrides its fields.
         cfg_dropout: share of training captions replaced by the empty caption, so the same network
             also models p(target) and sampling can use classifier-free guidance.
+        prefix_loss_weight, prefix_loss_tokens: the training loss of each row's first
+            ``prefix_loss_tokens`` targets counts ``prefix_loss_weight`` times. Those are the tokens
+            only the caption can decide (an SVG plan's first tokens); later ones follow from the
+            prefix, and their far larger share of the loss teaches the decoder to continue drawings
+            before it learns to read captions (docs/eval.md). Validation loss stays unweighted.
         sample_every_n_steps: log a captioned grid of samples this often (0: never).
         sampling: default sampling settings stored in the export (``cfg_scale``, ``temperature``,
             ``top_k``, ``top_p``; ``null`` or ``off`` for no filter), read by
@@ -44,8 +49,12 @@ class Seq2SeqModule(pl.LightningModule):
                  lr: float = 3e-4, betas: tuple[float, float] = (0.9, 0.95), weight_decay: float = 0.01,
                  warmup_steps: int = 200, min_lr_ratio: float = 0.1, cfg_dropout: float = 0.1,
                  sample_every_n_steps: int = 0, sample_prompts: list[str] | None = None,
-                 sampling: dict | None = None, compile: bool = False):
+                 sampling: dict | None = None, compile: bool = False, prefix_loss_weight: float = 1.0,
+                 prefix_loss_tokens: int = 0):
         super().__init__()
+        if not prefix_loss_weight > 0 or prefix_loss_tokens < 0:
+            raise ValueError(f"prefix_loss_weight must be > 0 and prefix_loss_tokens ≥ 0, got "
+                             f"{prefix_loss_weight} and {prefix_loss_tokens}")
         self.save_hyperparameters(ignore=["target"])
         self.target = target
         self.net: EncoderDecoder | None = None
@@ -118,7 +127,7 @@ class Seq2SeqModule(pl.LightningModule):
         drop = torch.rand(text_ids.shape[0], device=text_ids.device) < rate
         return self._null_text(text_ids, text_mask, drop)
 
-    def _loss(self, batch, cfg_dropout: float = 0.0):
+    def _loss(self, batch, cfg_dropout: float = 0.0, prefix_weight: float = 1.0, prefix_tokens: int = 0):
         targets = self.target.encode_batch(batch).to(self.device)
         text_ids, text_mask = self.cfg_dropout(batch["text_ids"], batch["text_mask"], cfg_dropout)
         if self.target.pad_id is not None:
@@ -136,12 +145,15 @@ class Seq2SeqModule(pl.LightningModule):
         features = self.target.token_features(inputs, positions)
         logits = net(text_ids, text_mask, inputs, features)
         ignore = self.target.pad_id if self.target.pad_id is not None else -100
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore,
-                               reduction="sum") / (targets != ignore).sum().clamp(min=1)
-        return loss, targets
+        nll = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=ignore,
+                              reduction="none").view_as(targets)
+        weight = (targets != ignore).float()
+        weight[:, :prefix_tokens] *= prefix_weight
+        return (nll * weight).sum() / weight.sum().clamp(min=1), targets
 
     def training_step(self, batch, batch_idx):
-        loss, targets = self._loss(batch, self.hparams.cfg_dropout)
+        h = self.hparams
+        loss, targets = self._loss(batch, h.cfg_dropout, h.prefix_loss_weight, h.prefix_loss_tokens)
         # (batch, text length, target length): argen.throughput.Throughput turns it into tokens/s, MFU.
         self.step_shape = (targets.shape[0], batch["text_ids"].shape[1], targets.shape[1])
         self.log_dict({"train/loss": loss, "train/bits_per_token": loss / math.log(2),
