@@ -13,9 +13,8 @@ are that corpus's train shards, all of them, also those longer than the model's 
 novelty is checked against more drawings than the model saw), the prompts default to its held-out
 (concept, set) drawings (``DIR/eval/heldout.tsv``), and **recognisability** is measured: the share
 of samples whose nearest training icon (64 px mask IoU, over the whole training set) carries the
-prompted concept. Its floor
-pairs each sample with another prompt's concept (prompts shuffled, averaged over shuffles); its
-ceiling puts the real held-out icons in place of the samples.
+prompted concept. Its floor pairs each sample with another prompt's concept (prompts shuffled,
+averaged over shuffles); its ceiling puts the real held-out icons in place of the samples.
 """
 
 from __future__ import annotations

@@ -69,7 +69,7 @@ class SVGTokenizer(TargetTokenizer):
         self.canonical = bool(canonical)
         self.plan_len = T.plan_len(self.plan)
         self.vocab_size = T.vocab_size(grid, self.plan_len)
-        self._plan_base = T.OFFSET + grid * grid  # the first plan id (= vocab_size without a plan)
+        self._plan_base = T.plan_base(grid)
         self.eos_id, self.pad_id = T.EOS, T.PAD
         self.feature_sizes = (grid + 1, grid + 1)
         self.skipped: Counter[str] = Counter()

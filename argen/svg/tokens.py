@@ -38,8 +38,13 @@ def plan_len(sides: tuple[int, ...]) -> int:
     return sum(-(-n * n // PLAN_BITS) for n in sides)
 
 
+def plan_base(grid: int) -> int:
+    """The first id after the grid points: the first plan id."""
+    return OFFSET + grid * grid
+
+
 def vocab_size(grid: int, plan_len: int = 0) -> int:
-    return OFFSET + grid * grid + (1 << PLAN_BITS if plan_len else 0)
+    return plan_base(grid) + (1 << PLAN_BITS if plan_len else 0)
 
 
 def build_grammar(grid: int, plan_len: int = 0) -> Grammar:
@@ -53,7 +58,7 @@ def build_grammar(grid: int, plan_len: int = 0) -> Grammar:
         allowed[state, token] = True
         transition[state, token] = nxt
 
-    coords = slice(OFFSET, OFFSET + grid * grid)
+    coords = slice(OFFSET, plan_base(grid))
     for phase in range(3):
         s = phase * _PER_PHASE
         allow(s + _NEED_M, CMD_M, s + _M_PT)
@@ -80,5 +85,5 @@ def build_grammar(grid: int, plan_len: int = 0) -> Grammar:
     allow(AFTER_MIDDLE, PATH, 2 * _PER_PHASE + _NEED_M)
     allow(END, PAD, END)
     for i in range(plan_len):
-        allow(PLAN_STATE + i, slice(OFFSET + grid * grid, V), PLAN_STATE + i + 1 if i + 1 < plan_len else START)
+        allow(PLAN_STATE + i, slice(plan_base(grid), V), PLAN_STATE + i + 1 if i + 1 < plan_len else START)
     return Grammar(allowed, transition, PLAN_STATE if plan_len else START)
