@@ -16,6 +16,7 @@ from argen.export import load_bundle
 from argen.sampling_config import UNSET, SamplingConfig
 from argen.targets import TargetTokenizer, load_target
 from argen.text import TextTokenizer
+from argen.transformer.drafts import CorpusDrafts
 from argen.transformer.model import EncoderDecoder, TransformerConfig
 from argen.transformer.sampling import generate as sample_tokens
 from argen.transformer.sampling import rerank_scores
@@ -29,15 +30,18 @@ class Generator:
 
     ``generate`` returns, per prompt, a list of outputs: PIL images for an image model, SVG strings
     for an SVG model. Defaults for guidance and sampling come from the bundle (set at training time):
-    ``sampling``, a :class:`~argen.sampling_config.SamplingConfig`.
+    ``sampling``, a :class:`~argen.sampling_config.SamplingConfig`. ``corpus``: the training
+    sequences speculative decoding drafts from (:class:`~argen.transformer.drafts.CorpusDrafts`), where
+    the bundle has them.
     """
 
     def __init__(self, net: EncoderDecoder, text_tokenizer: TextTokenizer, target: TargetTokenizer,
-                 sampling: SamplingConfig | dict | None = None):
+                 sampling: SamplingConfig | dict | None = None, corpus: CorpusDrafts | None = None):
         self.net = net.eval()
         self.text_tokenizer = text_tokenizer
         self.target = target
         self.sampling = SamplingConfig.from_dict(sampling)
+        self.corpus = corpus
 
     @property
     def device(self) -> torch.device:
@@ -56,7 +60,7 @@ class Generator:
         net.to(device=device, dtype=dtype)
         text = TextTokenizer.from_file(directory / config["text_tokenizer"])
         target = load_target(directory / config["target"], device=device)
-        return cls(net, text, target, sampling=config.get("sampling"))
+        return cls(net, text, target, sampling=config.get("sampling"), corpus=CorpusDrafts.load(directory))
 
     # -- public API -------------------------------------------------------------------------
     @torch.no_grad()
@@ -119,7 +123,7 @@ class Generator:
             if window:
                 batch_stats = SpeculativeStats()
                 tokens.append(generate_speculative(self.net, text_ids, text_mask, self.target, window=window,
-                                                   stats=batch_stats, **kw))
+                                                   stats=batch_stats, corpus=self.corpus, **kw))
                 if stats is not None:
                     stats.passes += batch_stats.passes
                     stats.tokens += batch_stats.tokens

@@ -37,7 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="compile the decode step (torch.compile, CUDA graphs on GPU; the first batch compiles)")
     p.add_argument("--speculative", nargs="?", const=True, default=False, type=int, metavar="WINDOW",
                    help="speculative Jacobi decoding: fewer decoder passes, same distribution (optional: "
-                        "drafts per pass, default the target's: 10 for images, 1 for SVG; see docs/sampling.md)")
+                        "drafts per pass, default the target's: 10 for images, 4 for SVG; see docs/sampling.md)")
     p.add_argument("--batch-size", type=int, default=64,
                    help="rows sampled together, across prompts (prompts x samples are split into batches)")
     p.add_argument("--cell", type=int, default=128, help="grid cell size in pixels")

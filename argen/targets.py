@@ -76,6 +76,8 @@ class TargetTokenizer:
             ``True``. How far Jacobi drafts stay right depends on the token language: image tokens
             lean little on their neighbour, SVG points chain on the one before (BENCHMARKS.md,
             "Speculative decoding", the window sweep).
+        draft_corpus_tokens: how many training target tokens (at most) an export keeps for
+            speculative decoding to draft from (:mod:`argen.transformer.drafts`); 0 keeps none.
     """
 
     vocab_size: int
@@ -84,6 +86,7 @@ class TargetTokenizer:
     pad_id: int | None = None
     feature_sizes: tuple[int, ...] = ()
     speculative_window: int = 10
+    draft_corpus_tokens: int = 0
     kind: str = "target"
 
     def __init_subclass__(cls, **kwargs):

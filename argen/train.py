@@ -63,9 +63,29 @@ class ArgenCLI(LightningCLI):
         state = _full_state_dict(self.trainer.strategy)  # collective under FSDP: every rank calls it
         if self.trainer.is_global_zero:
             directory = Path(self.trainer.default_root_dir) / "export"
-            export(directory) if state is None else export(directory, state_dict=state)
+            kwargs = {} if state is None else {"state_dict": state}
+            corpus = _draft_corpus(self.model, self.datamodule)
+            if corpus is not None:
+                kwargs["corpus"] = corpus
+            export(directory, **kwargs)
             log.info("exported %s", directory)
             print(f"argen: export bundle written to {directory}")
+
+
+def _draft_corpus(model, datamodule):
+    """The training targets an export keeps for speculative drafts, where its target wants some
+    (``draft_corpus_tokens``) and the data module can list them; else None."""
+    budget = getattr(getattr(model, "target", None), "draft_corpus_tokens", 0)
+    if not budget or getattr(datamodule, "target_sequences", None) is None:
+        return None
+    from argen.transformer.drafts import CorpusDrafts  # function-level: only for targets that draft
+
+    sequences = datamodule.target_sequences(model.target, budget)
+    if not sequences:
+        return None
+    log.info("kept %d training sequences (%d tokens) for speculative drafts", len(sequences),
+             sum(map(len, sequences)))
+    return CorpusDrafts(sequences)
 
 
 def _full_state_dict(strategy) -> dict | None:

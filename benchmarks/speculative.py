@@ -65,7 +65,8 @@ def run_once(gen: Generator, prompts: list[str], seed: int, window: int) -> dict
     start = time.perf_counter()
     if window:
         stats = SpeculativeStats()
-        tokens = generate_speculative(gen.net, ids, mask, gen.target, window=window, stats=stats, **kw)
+        tokens = generate_speculative(gen.net, ids, mask, gen.target, window=window, stats=stats,
+                                      corpus=gen.corpus, **kw)
         passes, accepted = stats.passes, stats.mean_accepted
     else:
         tokens = generate(gen.net, ids, mask, gen.target, **kw)
@@ -132,6 +133,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--device", default="cpu")
     p.add_argument("--bookkeeping", action="store_true",
                    help="also the loop's own ms per pass at batch 1, the model's output held fixed")
+    p.add_argument("--no-corpus", action="store_true",
+                   help="draft without the export's training corpus (drafts.safetensors), as before it had one")
     p.add_argument("--json", action="store_true", help="last line: the ratios as JSON")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -142,6 +145,8 @@ def main(argv: list[str] | None = None) -> dict:
     result, ratios = {}, {}
     for kind in args.kinds:
         gen = Generator.from_pretrained(getattr(args, kind), device=args.device)
+        if args.no_corpus:
+            gen.corpus = None
         print(f"\n## {kind}: {getattr(args, kind)}  sampling {gen.sampling.to_dict()}")
         print(f"{'batch':>5} {'decoder':>14} {'passes':>7} {'accepted':>9} {'tokens':>7} {'wall s':>8} "
               f"{'passes x':>9} {'wall x':>7}")

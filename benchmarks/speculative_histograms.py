@@ -46,7 +46,8 @@ def compare(gen: Generator, prompt: str, samples: int, positions: int) -> dict:
     kw = dict(uncond_ids=null_ids, uncond_mask=null_mask,
               **{k: v for k, v in gen.sampling.to_dict().items() if v is not None})
     seq = generate(gen.net, ids, mask, gen.target, seeds=list(range(samples)), **kw)
-    spec = generate_speculative(gen.net, ids, mask, gen.target, seeds=list(range(10_000, 10_000 + samples)), **kw)
+    spec = generate_speculative(gen.net, ids, mask, gen.target, seeds=list(range(10_000, 10_000 + samples)),
+                                corpus=gen.corpus, **kw)  # the export's corpus drafts, as Generator uses them
     p_values = {}
     for pos in range(min(positions, seq.shape[1], spec.shape[1])):
         a, b = seq[:, pos].numpy(), spec[:, pos].numpy()

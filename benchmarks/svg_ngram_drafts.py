@@ -3,8 +3,9 @@
     python benchmarks/svg_ngram_drafts.py [--export runs/iconshop-demo/export] \
         [--corpus 'data/icons-common6/train-*.tar'] [--prompts 32] [--window 8]
 
-An upper bound, measured before building anything: the training icons' token sequences give, for
-every context of the last 1–6 tokens, the most frequent next token (longest context seen wins).
+An upper bound for corpus drafts (argen.transformer.drafts, which speculative decoding uses where an
+export carries them): the training icons' token sequences give, for every context of the last few
+tokens, the most frequent next token (longest context seen wins).
 Sequences sampled sequentially from the export (its own sampling settings, the benchmark's held-out
 prompts) are then replayed: at each position, how often the lookup names the token actually
 sampled (hit rate), and how many tokens in a row it would name from there, up to ``--window``. A
@@ -24,21 +25,19 @@ import argparse
 import sys
 import tarfile
 import zlib
-from collections import Counter, defaultdict
 from pathlib import Path
 
 import torch
 
 from argen.data.shards import expand_shards
 from argen.generator import Generator
+from argen.transformer.drafts import CorpusDrafts
 from argen.transformer.sampling import generate
 from argen.transformer.speculative import token_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))  # also when imported rather than run as a script
 from speculative import demo_prompts  # noqa: E402  (benchmarks/speculative.py: the speed benchmark's prompts)
-
-CONTEXTS = (6, 4, 3, 2, 1)
 
 
 def corpus_sequences(tokenizer, shards: str) -> list[list[int]]:
@@ -53,23 +52,6 @@ def corpus_sequences(tokenizer, shards: str) -> list[list[int]]:
                     except ValueError:
                         continue
     return seqs
-
-
-def lookup_table(seqs: list[list[int]]) -> dict[tuple[int, ...], int]:
-    """Context (the last n tokens, n in CONTEXTS) -> the most frequent next token in the corpus."""
-    counts: dict[tuple[int, ...], Counter] = defaultdict(Counter)
-    for s in seqs:
-        for n in CONTEXTS:
-            for i in range(n, len(s)):
-                counts[tuple(s[i - n:i])][s[i]] += 1
-    return {k: c.most_common(1)[0][0] for k, c in counts.items()}
-
-
-def predict(table: dict, prefix: list[int]) -> int | None:
-    for n in CONTEXTS:
-        if len(prefix) >= n and (nxt := table.get(tuple(prefix[-n:]))) is not None:
-            return nxt
-    return None
 
 
 @torch.no_grad()
@@ -110,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict:
     gen = Generator.from_pretrained(args.export)
     tok = gen.target
     seqs = corpus_sequences(tok, args.corpus)
-    table = lookup_table(seqs)
+    drafts = CorpusDrafts(seqs)
     prompts = demo_prompts("svg", args.prompts)
     ids, mask = gen._text(prompts)
     null_ids, null_mask = gen._text([""])
@@ -124,10 +106,10 @@ def main(argv: list[str] | None = None) -> dict:
     for r, row in enumerate(out.tolist()):
         row = row[: row.index(tok.eos_id) + 1] if tok.eos_id in row else row
         for i in range(1, len(row)):
-            hits += predict(table, row[:i]) == row[i]
+            hits += drafts.next_token(row[:i]) == row[i]
             total += 1
             prefix, run = row[:i], 0
-            while run < args.window and i + run < len(row) and predict(table, prefix) == row[i + run]:
+            while run < args.window and i + run < len(row) and drafts.next_token(prefix) == row[i + run]:
                 prefix = prefix + [row[i + run]]
                 run += 1
             runs.append(run)

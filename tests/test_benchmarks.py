@@ -96,15 +96,6 @@ def test_speculative_ratios_are_per_token(toy_exports):
         assert 0 < out["runs"][kind]["bookkeeping_ms_per_pass"]
 
 
-def test_ngram_lookup_prefers_the_longest_context_seen():
-    bench = load("svg_ngram_drafts")
-    table = bench.lookup_table([[1, 2, 3, 4], [1, 2, 3, 4], [7, 2, 3, 5], [9, 9, 9, 5]])
-    assert bench.predict(table, [1, 2, 3]) == 4  # (1, 2, 3) was followed by 4 only
-    assert bench.predict(table, [7, 2, 3]) == 5  # the longer context wins over (2, 3) -> 4
-    assert bench.predict(table, [8, 3]) == 4  # backs off to (3,), most often followed by 4
-    assert bench.predict(table, [6]) is None  # never seen
-
-
 def test_ngram_drafts_benchmark_runs_on_a_corpus(toy_exports, tmp_path, capsys):
     import io
     import tarfile

@@ -14,6 +14,7 @@ import pytest
 
 from argen.data import iconcorpus, iconsets
 from argen.data.iconsets import SETS, concept_of, read_set
+from argen.generator import Generator
 
 NS = 'xmlns="http://www.w3.org/2000/svg"'
 HEART = "M12 21l-8-8a5 5 0 0 1 8-6a5 5 0 0 1 8 6z"
@@ -277,3 +278,5 @@ def test_iconshop_icons_recipe_smoke_runs_on_cpu(roots, tmp_path):
     r = subprocess.run(cmd, cwd=Path(__file__).parents[1], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     assert (run / "export").is_dir() and (run / "checkpoints" / "last.ckpt").is_file()
+    gen = Generator.from_pretrained(run / "export")  # with the training drawings, for speculative drafts
+    assert gen.corpus is not None and all(s[-1] == gen.target.eos_id for s in gen.corpus.sequences)

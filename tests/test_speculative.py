@@ -10,6 +10,7 @@ from toys import GridTarget, ParityTarget, V, make_model, prompts
 from argen.targets import Grammar, TargetTokenizer
 from argen.transformer import EncoderDecoder, TransformerConfig, generate
 from argen.transformer import speculative as spec
+from argen.transformer.drafts import CorpusDrafts
 from argen.transformer.sampling import sample_logits
 from argen.transformer.speculative import SpeculativeStats, generate_speculative, speculative_window, token_probs
 
@@ -33,6 +34,16 @@ def test_greedy_is_bit_identical_to_sequential(kind, guided, greedy):
         fast = generate_speculative(model, ids, mask, target, window=window, stats=stats, **kw)
         assert torch.equal(fast, sequential), window
         assert stats.passes <= sequential.shape[1] and stats.mean_accepted >= 1.0
+    # Corpus drafts: a corpus of noise (wrong, and illegal under the grammar), then one that also holds
+    # the answers. Neither changes a token; the second drafts nearly all of them.
+    noise = torch.randint(0, V, (20, 12), generator=torch.Generator().manual_seed(0)).tolist()
+    passes = []
+    for corpus in (noise, noise + sequential.tolist()):
+        stats = SpeculativeStats()
+        fast = generate_speculative(model, ids, mask, target, window=4, stats=stats, corpus=CorpusDrafts(corpus), **kw)
+        assert torch.equal(fast, sequential)
+        passes.append(stats.passes)
+    assert passes[1] <= sequential.shape[1] // 3 + 1 < passes[0], passes  # a window of 4: ~4 tokens a pass
 
 
 def test_greedy_with_a_prefix_and_the_static_path():
@@ -85,9 +96,10 @@ def test_token_probs_is_what_sample_logits_draws_from():
 
 
 def test_top_p_over_the_likeliest_candidates_is_still_what_sample_logits_draws_from(monkeypatch):
-    """token_probs sorts only the top candidates for a nucleus; rows whose nucleus is wider, or whose
-    nucleus edge falls inside a tie, take the full sort. Both must match the sequential sampler."""
-    monkeypatch.setattr(spec, "TOP_P_CANDIDATES", 6)
+    """token_probs sorts only the top candidates for a nucleus, then more; rows whose nucleus is wider
+    still, or whose nucleus edge falls inside a tie, take the full sort. All must match the
+    sequential sampler."""
+    monkeypatch.setattr(spec, "TOP_P_CANDIDATES", (3, 6))
     g = torch.Generator().manual_seed(1)
     logits = torch.randn(12, 40, generator=g) * torch.linspace(0.3, 6, 12)[:, None]  # flat rows: wide nuclei
     logits[::3, :4] = logits[::3, :1] + 5  # four tied favourites: a nucleus edge inside a tie
@@ -197,26 +209,36 @@ def _samples(model, fn, n, seed, **kw):
 SETTINGS = [dict(), dict(cfg_scale=2.0, temperature=0.8, top_p=0.9)]
 
 
+def training_corpus() -> CorpusDrafts:
+    """Corpus drafts from sequences of the training distribution (PAD stripped)."""
+    _, rows = chain_data(500, random.Random(1))
+    return CorpusDrafts([[t for t in r if t != PAD] for r in rows.tolist()])
+
+
 @pytest.mark.parametrize("kw", SETTINGS, ids=["plain", "guided-filtered"])
-def test_sampled_distribution_matches_sequential(trained, kw):
+@pytest.mark.parametrize("corpus", [False, True], ids=["jacobi", "corpus"])
+def test_sampled_distribution_matches_sequential(trained, kw, corpus):
     n = 3000
     sequential = _samples(trained, generate, n, 0, **kw)
     stats = SpeculativeStats()
-    fast = _samples(trained, lambda *a, **k: generate_speculative(*a, window=4, stats=stats, **k), n, 10**6, **kw)
+    corpus = training_corpus() if corpus else None
+    fast = _samples(trained, lambda *a, **k: generate_speculative(*a, window=4, stats=stats, corpus=corpus, **k),
+                    n, 10**6, **kw)
     assert stats.mean_accepted > 1.1  # drafts do get accepted: the test is not sequential in disguise
     assert len(set(sequential)) > 20  # a real distribution, not a handful of sequences
     assert _chi_square_p(sequential, fast) > 1e-3
     assert all(ChainTarget().grammar().accepts(torch.tensor([r])) for r in set(fast))
 
 
-@pytest.mark.parametrize("rule", ["always", "ignore-q"])
+@pytest.mark.parametrize("rule", ["always", "ignore-q", "corpus-always"])
 def test_a_broken_acceptance_rule_is_caught(trained, monkeypatch, rule):
     broken = {"always": lambda p, q, r: torch.ones_like(p, dtype=torch.bool),
-              "ignore-q": lambda p, q, r: r < p}[rule]
+              "ignore-q": lambda p, q, r: r < p}[rule.removeprefix("corpus-")]
     monkeypatch.setattr(spec, "accept", broken)
     n = 3000
+    corpus = training_corpus() if rule.startswith("corpus") else None
     sequential = _samples(trained, generate, n, 0)
-    fast = _samples(trained, lambda *a, **k: generate_speculative(*a, window=4, **k), n, 10**6)
+    fast = _samples(trained, lambda *a, **k: generate_speculative(*a, window=4, corpus=corpus, **k), n, 10**6)
     assert _chi_square_p(sequential, fast) < 1e-6
 
 

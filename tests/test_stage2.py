@@ -17,7 +17,9 @@ from argen.data.shards import write_shards
 from argen.generator import Generator
 from argen.svg import SVGTokenizer
 from argen.text import TextTokenizer
+from argen.transformer.drafts import CorpusDrafts
 from argen.transformer.lit import Seq2SeqModule
+from argen.transformer.speculative import SpeculativeStats
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"d_model": 64, "n_heads": 2, "enc_layers": 1, "dec_layers": 2, "d_ff": 128}
@@ -68,12 +70,24 @@ def test_learns_icons_loss_falls_and_exports(icons, tmp_path):
         untrained, _ = fresh._loss(batch)
     assert trained < 0.5 * untrained, (float(trained), float(untrained))  # it memorises 8 icons
 
-    module.export(tmp_path / "export")
+    # The export keeps the training drawings (those within max_len) for speculative drafts.
+    corpus = CorpusDrafts(dm.target_sequences(module.target, 100_000))
+    assert len(corpus.sequences) == 7 and all(s[-1] == module.target.eos_id for s in corpus.sequences)
+    module.export(tmp_path / "export", corpus=corpus)
     gen = Generator.from_pretrained(tmp_path / "export")
+    assert gen.corpus.sequences == corpus.sequences
     svgs = gen.generate(["home", "heart"], num_samples=2, seed=3, top_k=1)
     assert [len(s) for s in svgs] == [2, 2] and all(s.startswith("<svg") for row in svgs for s in row)
     in_memory = module.generator().generate(["home", "heart"], num_samples=2, seed=3, top_k=1)
     assert svgs == in_memory  # the bundle is the model
+    passes = {}
+    for drafts in (None, gen.corpus):  # its drafts (and the rows' own, for a looping sample) save passes
+        gen.corpus, stats = drafts, SpeculativeStats()
+        assert gen.generate(["home", "heart"], num_samples=2, seed=3, top_k=1, speculative=4, stats=stats) == svgs
+        passes[drafts is not None] = stats.passes
+    assert passes[True] < passes[False], passes
+    module.export(tmp_path / "export")  # exported again without a corpus: the old one is gone
+    assert Generator.from_pretrained(tmp_path / "export").corpus is None
 
     # benchmarks/caption_use.py: a decoder that learnt 8 captioned icons pays for the wrong caption (a
     # little: it learns them mostly by their prefix, as the IconShop demo does; 0.01-0.05 nats for seeds 1-3)

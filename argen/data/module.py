@@ -114,6 +114,23 @@ class ShardDataModule(LightningDataModule):
             raise ValueError("ShardDataModule: train_shards is not set (nor a prepare recipe)")
         return self._loader(self.train_shards, train=True)
 
+    def target_sequences(self, target, max_tokens: int) -> list[list[int]]:
+        """The training samples as ``target`` tokenizes them (padding stripped, skipped ones left
+        out), in shard order, until ``max_tokens`` tokens: the corpus an export drafts from."""
+        loader = make_loader(self.train_shards, train=False, batch_size=64, image_size=self.image_size,
+                             load_image=self.load_image, load_svg=self.load_svg,
+                             max_bad_fraction=self.max_bad_fraction)
+        sequences, total = [], 0
+        for batch in loader:
+            for row in target.encode_batch(batch).tolist():
+                row = [t for t in row if t != target.pad_id]
+                if row and total + len(row) <= max_tokens:
+                    sequences.append(row)
+                    total += len(row)
+            if total >= max_tokens:
+                break
+        return sequences
+
     def val_dataloader(self):
         if self.val_shards is None:
             return []

@@ -50,9 +50,11 @@ class SVGTokenizer(TargetTokenizer):
     """
 
     kind = "svg_tokenizer"
-    # A point depends on the point before it, so Jacobi drafts past a rejected one are rarely right:
-    # one draft per pass accepts as many tokens as eight and costs less (BENCHMARKS.md, window sweep).
-    speculative_window = 1
+    # A point depends on the point before it, so Jacobi drafts past a rejected one are rarely right;
+    # drafts looked up in the training drawings are, and four per pass pay best (BENCHMARKS.md,
+    # "Corpus drafts"). A few hundred thousand tokens cover a demo corpus and build in a second.
+    speculative_window = 4
+    draft_corpus_tokens = 500_000
 
     def __init__(self, grid: int = 200, max_len: int = 512, fim_rate: float = 0.0,
                  plan: int | list[int] = 0, canonical: bool = False):

@@ -22,6 +22,8 @@ from argen.grid import image_grid
 from argen.optim import adamw, param_groups, warmup_cosine
 from argen.sampling_config import SamplingConfig
 from argen.targets import TargetTokenizer
+from argen.transformer.drafts import FILE as DRAFTS_FILE
+from argen.transformer.drafts import CorpusDrafts
 from argen.transformer.model import EncoderDecoder, config_from_preset
 
 
@@ -213,10 +215,12 @@ class Seq2SeqModule(pl.LightningModule):
         if logger is not None and hasattr(logger, "log_image"):
             logger.log_image("samples", [grid], step=self.global_step, caption=[f"step {self.global_step}"])
 
-    def export(self, directory: str | Path, state_dict: dict | None = None) -> Path:
+    def export(self, directory: str | Path, state_dict: dict | None = None,
+               corpus: CorpusDrafts | None = None) -> Path:
         """Write the safetensors bundle ``argen.Generator.from_pretrained`` loads.
 
         ``state_dict``: the module's full state (keys ``net.…``) when it had to be gathered first (FSDP).
+        ``corpus``: training target sequences that speculative decoding drafts from, saved beside.
         """
         directory = Path(directory)
         net = getattr(self.net, "_orig_mod", self.net)
@@ -232,4 +236,7 @@ class Seq2SeqModule(pl.LightningModule):
         if (directory / "target").exists():
             shutil.rmtree(directory / "target")
         self.target.save_pretrained(directory / "target")
+        (directory / DRAFTS_FILE).unlink(missing_ok=True)  # an earlier export's, in the same folder
+        if corpus is not None:
+            corpus.save(directory)
         return directory

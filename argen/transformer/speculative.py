@@ -15,7 +15,9 @@ MC-SJD / SCD, arXiv 2510.24211): once a prefix stops changing, the drafts after 
 are accepted with probability one, which plain SJD's independent redraws never reach. The noise of a
 position is used by only one acceptance test (a tested position is committed either way), so each
 draft is still an exact sample of its ``q``. Positions past the last computed logits get a
-point-mass draft from a bigram table of the row's own committed tokens (n-gram lookup).
+point-mass draft from a bigram table of the row's own committed tokens (n-gram lookup). Given a
+corpus (:mod:`argen.transformer.drafts`), its continuations of the committed tokens come first, as
+point masses: a model that has learnt its training sequences is drafted far better by them.
 
 Rows advance independently: each writes its keys at its own positions in the static KV cache
 (:meth:`~argen.transformer.model.EncoderDecoder.decode_window`), and queries see only keys at or
@@ -33,10 +35,11 @@ import torch.nn.functional as F
 
 from argen.sampling_config import check_sampling
 from argen.targets import TargetTokenizer
+from argen.transformer.drafts import BatchDrafts, CorpusDrafts
 from argen.transformer.model import EncoderDecoder
 from argen.transformer.sampling import compiled, inference, start
 
-TOP_P_CANDIDATES = 256  # tokens sorted for a top-p nucleus before falling back to all V (token_probs)
+TOP_P_CANDIDATES = (32, 256)  # tokens sorted for a top-p nucleus, in turn, before all V (token_probs)
 CANDIDATES = 64  # a draft is drawn among the q's most likely tokens (any proposal is exact; see draw_drafts)
 _M32 = 0xFFFFFFFF
 
@@ -83,14 +86,17 @@ def token_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | Non
     probs = logits.softmax(dim=-1)
     if top_p is None or top_p >= 1.0:
         return probs
-    # The nucleus is nearly always among the most likely few hundred tokens, so only those are sorted
+    # The nucleus is nearly always among the most likely few dozen tokens, so only those are sorted
     # (a full sort of a window over all V was the verify pass's costliest step: BENCHMARKS.md). Where
-    # it is not, or a tie straddles its edge (then the order of equal logits decides), all V are.
-    top, ids = probs.topk(min(TOP_P_CANDIDATES, V), dim=-1)
-    kept = (top.cumsum(dim=-1) - top < top_p).sum(-1, keepdim=True)  # mass of more likely tokens
-    if bool((kept < top.shape[-1]).all()) and bool((top.gather(-1, kept - 1) > top.gather(-1, kept)).all()):
-        top = top.masked_fill(torch.arange(top.shape[-1], device=top.device) >= kept, 0.0)
-        probs = torch.zeros_like(probs).scatter_(-1, ids, top)
+    # it is not, a few hundred are; where a tie straddles the edge (then the order of equal logits
+    # decides) or the nucleus is wider still, all V are.
+    for candidates in TOP_P_CANDIDATES:
+        top, ids = probs.topk(min(candidates, V), dim=-1)
+        kept = (top.cumsum(dim=-1) - top < top_p).sum(-1, keepdim=True)  # mass of more likely tokens
+        if bool((kept < top.shape[-1]).all()) and bool((top.gather(-1, kept - 1) > top.gather(-1, kept)).all()):
+            top = top.masked_fill(torch.arange(top.shape[-1], device=top.device) >= kept, 0.0)
+            probs = torch.zeros_like(probs).scatter_(-1, ids, top)
+            break
     else:
         ordered, order = logits.sort(dim=-1, descending=True, stable=True)
         ordered = ordered.softmax(dim=-1)
@@ -194,7 +200,7 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
                          top_p: float | None = None, seeds: Sequence[int] | torch.Tensor | None = None,
                          prefix: torch.Tensor | None = None, max_len: int | None = None,
                          callback: Callable[[int, int], None] | None = None, compile: bool = False,
-                         stats: SpeculativeStats | None = None) -> torch.Tensor:
+                         stats: SpeculativeStats | None = None, corpus: CorpusDrafts | None = None) -> torch.Tensor:
     """Sample target tokens (B, L) like :func:`argen.transformer.sampling.generate`, in fewer passes.
 
     Same arguments and output (EOS, pad, early stop, grammar, guidance); the samples follow the
@@ -202,7 +208,8 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
     (temperature 0 or top-k 1), where they are the same tokens. ``window``: drafts per row and
     pass (default: the target's ``speculative_window``). ``compile``: static shapes (the whole
     cache read under a mask) through ``torch.compile``. ``stats``: filled with the passes made and
-    tokens committed.
+    tokens committed. ``corpus``: a corpus lookup (:class:`~argen.transformer.drafts.CorpusDrafts`)
+    whose continuations of the committed tokens are drafted first, as point masses.
     """
     window = target.speculative_window if window is None else window
     if not isinstance(window, int) or not 1 <= window <= 256:
@@ -237,10 +244,12 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
     last = state.inputs[:, P] if P < L else state.tokens[:, -1]  # the decoder input at position n
     # First drafts: nothing computed yet, so point masses on the last token (a target id).
     drafts = torch.where(last < V, last, 0)[:, None].repeat(1, W)
-    q_draft = torch.ones(B, W, device=device)
+    point_q = torch.ones(B, W, device=device)  # the q of point-mass drafts (never written in place)
+    q_draft = point_q
     cand_ids = drafts[..., None].clone()
     cand_q = torch.ones(B, W, 1, device=device)
     passes, row_passes = 0, torch.zeros(B, dtype=torch.long, device=device)
+    lookup = None if corpus is None else BatchDrafts(corpus, B)
     onehot_fill = torch.zeros(V, device=device)
     onehot_fill[fill] = 1.0
     has_features = state.has_features
@@ -312,34 +321,50 @@ def generate_speculative(model: EncoderDecoder, text_ids: torch.Tensor, text_mas
             done = done | (n >= L)
             last = c
 
-            # Next drafts: position n + i reads this pass's p at window index k + 1 + i where it exists,
-            # else a point mass from the bigram table, chained from the previous draft.
+            # Next drafts: the corpus's continuation of the committed tokens where it has one; else
+            # position n + i reads this pass's p at window index k + 1 + i where it exists, else a point
+            # mass from the bigram table, chained from the previous draft.
+            looked = None if lookup is None else lookup.propose(out.tolist(), n.tolist(), done.tolist(), W).to(device)
+            covered = looked is not None and bool((looked >= 0).all())  # then no Jacobi draft is used
             src = k[:, None] + 1 + steps[:W]  # (B, W)
             fresh = src < T
-            new, new_q, new_ids, new_cq = draw_drafts(p[:, 1:], sites.gather(1, n[:, None] + steps[:W]),
-                                                      source=src.clamp(max=W) - 1)
+            if covered:
+                new = looked
+            else:
+                new, new_q, new_ids, new_cq = draw_drafts(p[:, 1:], sites.gather(1, n[:, None] + steps[:W]),
+                                                          source=src.clamp(max=W) - 1)
             # With a grammar, every draft is walked along the new prefix: one it forbids there is
             # replaced by a point mass on the token this row last wrote in that grammar state.
-            first_stale = 0 if grammar is not None else W - int(k.max())  # rows with shorter runs stay fresh
-            if first_stale < W:
+            first_stale = 0 if grammar is not None or corpus is not None else W - int(k.max())
+            if first_stale < W:  # (without a grammar or corpus, rows with shorter runs stay fresh)
                 point_mass = ~fresh
                 prev = new[:, first_stale - 1] if first_stale else c
                 walk = gstate
                 for i in range(first_stale, W):
-                    guess = bigram.gather(1, prev[:, None]).squeeze(1)
-                    guess = torch.where(guess >= 0, guess, prev)
-                    prev = torch.where(fresh[:, i], new[:, i], guess)
+                    if covered:
+                        prev = new[:, i]
+                    else:
+                        guess = bigram.gather(1, prev[:, None]).squeeze(1)
+                        guess = torch.where(guess >= 0, guess, prev)
+                        prev = torch.where(fresh[:, i], new[:, i], guess)
+                        if looked is not None:  # the corpus's continuation, where it has one
+                            hit = looked[:, i] >= 0
+                            prev = torch.where(hit, looked[:, i], prev)
+                            point_mass[:, i] |= hit
                     if grammar is not None:
                         legal = grammar.allowed[walk, prev]
                         prev = torch.where(legal, prev, last_in_state[rows, walk])
                         point_mass[:, i] |= ~legal
                         walk = grammar.step(walk, prev)
                     new[:, i] = prev
-                new_q = new_q.masked_fill(point_mass, 1.0)
-                point = torch.zeros_like(new_cq)
-                point[..., 0] = 1.0
-                new_cq = torch.where(point_mass[..., None], point, new_cq)
-                new_ids = torch.where(point_mass[..., None], new[..., None], new_ids)
+                if covered:  # all point masses
+                    new_q, new_ids, new_cq = point_q, new[..., None], point_q[..., None]
+                else:
+                    new_q = new_q.masked_fill(point_mass, 1.0)
+                    point = torch.zeros_like(new_cq)
+                    point[..., 0] = 1.0
+                    new_cq = torch.where(point_mass[..., None], point, new_cq)
+                    new_ids = torch.where(point_mass[..., None], new[..., None], new_ids)
             drafts, q_draft, cand_ids, cand_q = new, new_q, new_ids, new_cq
             if callback is not None:
                 callback(int(n.clamp(max=L).min()), L)
