@@ -256,6 +256,9 @@ def test_compiled_window_matches_eager():
     compiled = generate_speculative(model, ids, mask, target, compile=True, **kw)
     assert counters["stats"]["unique_graphs"] >= 1
     assert torch.equal(eager, compiled)
+    corpus = CorpusDrafts(eager.tolist())  # corpus drafts: the same static shapes
+    assert torch.equal(generate_speculative(model, ids, mask, target, corpus=corpus, **kw),
+                       generate_speculative(model, ids, mask, target, compile=True, corpus=corpus, **kw))
 
 
 def test_generator_and_cli_take_speculative():
