@@ -52,9 +52,10 @@ class SVGTokenizer(TargetTokenizer):
     kind = "svg_tokenizer"
     # A point depends on the point before it, so Jacobi drafts past a rejected one are rarely right;
     # drafts looked up in the training drawings are, and four per pass pay best (BENCHMARKS.md,
-    # "Corpus drafts"). A few hundred thousand tokens cover a demo corpus and build in a second.
+    # "Corpus drafts"). 200,000 tokens cover a demo corpus many times over; their table takes about
+    # a second and 200 MB to build at the first speculative call.
     speculative_window = 4
-    draft_corpus_tokens = 500_000
+    draft_corpus_tokens = 200_000
 
     def __init__(self, grid: int = 200, max_len: int = 512, fim_rate: float = 0.0,
                  plan: int | list[int] = 0, canonical: bool = False):
