@@ -12,7 +12,9 @@ passes: every row waits for it), the mean accepted length (tokens per pass per r
 time, as medians over repeats. Ratios are sequential / speculative (higher is better) per token of
 the batch's output over all repeats: the two decoders draw different samples, and where EOS ends
 them (SVG) their lengths differ, so medians of whole-sample passes would compare unequal work. Acceptance
-is a property of trained weights: random weights say nothing about it.
+is a property of trained weights: random weights say nothing about it. An export that carries its
+training targets (``drafts.safetensors``: the SVG demo) drafts from them as ``Generator`` does;
+``--no-corpus`` measures Jacobi drafts alone.
 
 With ``--json`` the last line is ``{"image": {"passes_ratio_b1": ..., "wall_ratio_b1": ...,
 "passes_ratio_b16": ..., "wall_ratio_b16": ...}, "svg": {...}}`` for the window ``--window``.
