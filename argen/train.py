@@ -8,7 +8,8 @@ Recipes are plain LightningCLI YAML (``-c recipe.yaml``) with dotted overrides
 - ``<default_root_dir>/checkpoints/last.ckpt`` kept up to date and written on SIGTERM, so
   ``--ckpt_path last`` resumes a stopped run,
 - tokens/s and MFU logged by :class:`argen.throughput.Throughput` (``--throughput.peak_flops`` to override),
-- an export bundle at ``<default_root_dir>/export`` after ``fit`` when the module has ``export(dir)``.
+- an export bundle at ``<default_root_dir>/export`` after ``fit`` when the module has ``export(dir)``,
+  with the training targets speculative decoding drafts from where the target keeps some (SVG).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lightning.pytorch.cli import LightningCLI
 
 from argen.callbacks import Checkpoint
 from argen.throughput import Throughput
+from argen.transformer.drafts import CorpusDrafts
 
 log = logging.getLogger("argen.train")
 
@@ -78,8 +80,6 @@ def _draft_corpus(model, datamodule):
     budget = getattr(getattr(model, "target", None), "draft_corpus_tokens", 0)
     if not budget or getattr(datamodule, "target_sequences", None) is None:
         return None
-    from argen.transformer.drafts import CorpusDrafts  # function-level: only for targets that draft
-
     sequences = datamodule.target_sequences(model.target, budget)
     if not sequences:
         return None

@@ -117,7 +117,6 @@ class CorpusDrafts:
             rows.append(row + [-1] * (width - len(row)))
         return torch.tensor(rows, dtype=torch.long).view(len(histories), width)
 
-
     # -- on disk, beside an export -------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
         path = Path(directory) / FILE
