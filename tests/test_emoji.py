@@ -235,6 +235,19 @@ def test_probe_learns_vendor_and_category_from_real_images(shards):
     assert probe.train_accuracy["vendor"] > 0.9 and (pv == yv).float().mean() > 0.7
 
 
+def test_probe_cache_is_keyed_by_image_size(shards, tmp_path):
+    """The same samples read at another size (an export with a smaller tokenizer) get their own probe."""
+    from argen.eval.cache import Cache
+    from argen.eval.fid import FID
+
+    out, _ = shards
+    store, fid = Cache(tmp_path), FID("randconv", None, "cpu")
+    for size in (32, 24, 32):
+        train = EE.read_real(str(out / "train-*.tar"), size)
+        EE.references(train, train[:4], E.VENDORS, sorted(CATEGORIES), fid, store, probe_epochs=1, fid_reference=8)
+    assert len(list(tmp_path.glob("emoji-probe-*.safetensors"))) == 2
+
+
 @pytest.fixture(scope="module")
 def emoji_export(shards, tmp_path_factory):
     """An untrained generator on a tiny 32 px tokenizer, with the config.yaml training saves beside it."""

@@ -265,7 +265,8 @@ def references(train: list[dict], real_pairs: list[dict], vendors: list[str], ca
     ``store`` (trained or extracted once, then read back)."""
     clf = Probe(vendors, categories, probe, seed, probe_epochs, fid)
     probe_key = store.key(probe, seed, probe_epochs, clf.width, probe_images, vendors, categories,
-                          fid.name if probe != "cnn" else None, sorted(r["key"] for r in train))
+                          fid.name if probe != "cnn" else None, list(train[0]["image"].shape),
+                          sorted(r["key"] for r in train))
     state = store.load("emoji-probe", probe_key)
     if state is not None:
         clf.load_state(state)
