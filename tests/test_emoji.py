@@ -230,22 +230,50 @@ def test_probe_learns_vendor_and_category_from_real_images(shards):
     rows = EE.read_real(str(out / "train-*.tar"), 32)
     probe = EE.Probe(E.VENDORS, sorted(CATEGORIES), "cnn", epochs=12).fit(rows)
     held = EE.read_real(str(out / "heldout-*.tar"), 32)
-    pv, pc = probe.predict(np.stack([r["image"] for r in held]))
+    images = np.stack([r["image"] for r in held])
+    pv, pc = probe.predict(images)
     yv = torch.tensor([E.VENDORS.index(r["vendor"]) for r in held])
     assert probe.train_accuracy["vendor"] > 0.9 and (pv == yv).float().mean() > 0.7
 
 
-def test_probe_cache_is_keyed_by_image_size(shards, tmp_path):
-    """The same samples read at another size (an export with a smaller tokenizer) get their own probe."""
+def test_probe_reads_an_image_with_its_mirror():
+    """Trained on mirrored copies under the same labels, the probe reads a picture and its mirror
+    together, so both get the same answer. A lopsided net (it answers by which half is brighter)
+    shows it: alone, it reads an image and its mirror differently."""
+    class Lopsided(torch.nn.Module):
+        def forward(self, x):
+            left, right = x[..., : x.shape[-1] // 2].mean((1, 2, 3)), x[..., x.shape[-1] // 2:].mean((1, 2, 3))
+            logits = torch.stack([left, right, torch.zeros_like(left)], 1)
+            return logits, logits
+
+    probe = EE.Probe(E.VENDORS, sorted(CATEGORIES))
+    probe.net = Lopsided()
+    image = np.zeros((1, 32, 32, 3), dtype=np.uint8)
+    image[:, :, :16] = 255  # bright on the left
+    mirror = np.ascontiguousarray(image[:, :, ::-1])
+    assert [int(probe.net(EE._to_input(x))[0].argmax()) for x in (image, mirror)] == [0, 1]
+    for a, b in zip(probe.predict(image), probe.predict(mirror), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_probe_cache_is_keyed_by_image_size_and_threads(shards, tmp_path):
+    """The same samples read at another size (an export with a smaller tokenizer), or a probe trained on
+    another number of threads (other sums, another probe), get their own cache entry."""
     from argen.eval.cache import Cache
     from argen.eval.fid import FID
 
     out, _ = shards
     store, fid = Cache(tmp_path), FID("randconv", None, "cpu")
-    for size in (32, 24, 32):
-        train = EE.read_real(str(out / "train-*.tar"), size)
-        EE.references(train, train[:4], E.VENDORS, sorted(CATEGORIES), fid, store, probe_epochs=1, fid_reference=8)
-    assert len(list(tmp_path.glob("emoji-probe-*.safetensors"))) == 2
+    threads = torch.get_num_threads()
+    try:
+        for size, n in ((32, 1), (24, 1), (32, 1), (32, 2)):
+            torch.set_num_threads(n)
+            train = EE.read_real(str(out / "train-*.tar"), size)
+            EE.references(train, train[:4], E.VENDORS, sorted(CATEGORIES), fid, store, probe_epochs=1,
+                          fid_reference=8)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(list(tmp_path.glob("emoji-probe-*.safetensors"))) == 3
 
 
 @pytest.fixture(scope="module")

@@ -206,8 +206,9 @@ class Probe:
     def predict(self, images: np.ndarray | list) -> tuple[torch.Tensor, torch.Tensor]:
         """(vendor indices, category indices) for (N, H, W, 3) uint8 images or PIL images."""
         images = np.stack([np.asarray(im.convert("RGB")) if hasattr(im, "convert") else im for im in images])
-        if self.kind == "cnn":
-            out = [self.net(_to_input(images[i:i + 256])) for i in range(0, len(images), 256)]
+        if self.kind == "cnn":  # an image and its mirror (trained as the same labels) read together
+            out = [[a + b for a, b in zip(self.net(x), self.net(x.flip(-1)), strict=True)]
+                   for x in (_to_input(images[i:i + 256]) for i in range(0, len(images), 256))]
             return torch.cat([o[0] for o in out]).argmax(1), torch.cat([o[1] for o in out]).argmax(1)
         feats = self.fid.features(torch.from_numpy(images).permute(0, 3, 1, 2))
         z = ((feats - self.mean) / self.std).float()
@@ -264,9 +265,11 @@ def references(train: list[dict], real_pairs: list[dict], vendors: list[str], ca
     features of the real held-out images and of ``fid_reference`` random training images, through
     ``store`` (trained or extracted once, then read back)."""
     clf = Probe(vendors, categories, probe, seed, probe_epochs, fid)
+    # Training is deterministic for a given thread count only (the sums' order changes with it), so a
+    # probe trained on 2 threads is not read back by a run on 1: the cache returns what training would.
     probe_key = store.key(probe, seed, probe_epochs, clf.width, probe_images, vendors, categories,
                           fid.name if probe != "cnn" else None, list(train[0]["image"].shape),
-                          sorted(r["key"] for r in train))
+                          torch.get_num_threads(), sorted(r["key"] for r in train))
     state = store.load("emoji-probe", probe_key)
     if state is not None:
         clf.load_state(state)
