@@ -206,7 +206,7 @@ class Probe:
     def predict(self, images: np.ndarray | list) -> tuple[torch.Tensor, torch.Tensor]:
         """(vendor indices, category indices) for (N, H, W, 3) uint8 images or PIL images."""
         images = np.stack([np.asarray(im.convert("RGB")) if hasattr(im, "convert") else im for im in images])
-        if self.kind == "cnn":  # an image and its mirror (trained as the same labels) read together
+        if self.kind == "cnn":  # trained on mirrored copies under the same labels: read both, add them
             out = [[a + b for a, b in zip(self.net(x), self.net(x.flip(-1)), strict=True)]
                    for x in (_to_input(images[i:i + 256]) for i in range(0, len(images), 256))]
             return torch.cat([o[0] for o in out]).argmax(1), torch.cat([o[1] for o in out]).argmax(1)
