@@ -411,3 +411,31 @@ def test_one_weight_decay_rule_for_both_stages():
     assert all(names[id(p)].endswith("weight") and "norm" not in names[id(p)] for p in decay["params"])
     assert all(names[id(p)].endswith("bias") or "norm" in names[id(p)] for p in no_decay["params"])
     assert len(decay["params"]) + len(no_decay["params"]) == len(list(net.parameters()))
+
+
+def compiled_and_eager():
+    from argen.vqgan.lit import VQGANModule
+
+    eager, compiled = (VQGANModule(config=VQGANConfig(**TINY), compile=flag) for flag in (False, True))
+    compiled.load_state_dict(eager.state_dict())
+    compiled.configure_model()
+    return compiled, eager
+
+
+def test_compile_is_in_place_and_keeps_keys():
+    """``compile: true`` compiles the two transformer stacks in place: checkpoints keep their keys,
+    and the quantizer (data-dependent k-means and code replacement) stays eager."""
+    compiled, eager = compiled_and_eager()
+    assert compiled.model.encoder.transformer._compiled_call_impl is not None
+    assert compiled.model.decoder.transformer._compiled_call_impl is not None
+    assert compiled.model.quantizer._compiled_call_impl is None
+    assert eager.model.encoder.transformer._compiled_call_impl is None
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+
+
+@pytest.mark.slow
+def test_compiled_forward_matches_eager():
+    compiled, eager = compiled_and_eager()
+    x = shapes_images(2) * 2 - 1
+    with torch.no_grad():
+        assert torch.allclose(compiled.model.eval()(x)[0], eager.model.eval()(x)[0], atol=1e-5)

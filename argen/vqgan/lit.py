@@ -50,6 +50,9 @@ class VQGANModule(pl.LightningModule):
         cpu_threads: on CPU, ``torch.set_num_threads`` at fit start (None: leave the default). Tiny
             models gain little from intra-op threads, and spinning threads collapse (10x here) when
             other processes share the cores: the CPU demo uses 1.
+        compile: ``torch.compile`` the encoder's and decoder's transformer stacks, in place, so
+            checkpoints and exports keep their keys. The quantizer stays eager: its k-means init and
+            dead-code replacement are data-dependent.
     """
 
     def __init__(
@@ -74,6 +77,7 @@ class VQGANModule(pl.LightningModule):
         ema_decay: float = 0.0,
         grid_images: int = 8,
         cpu_threads: int | None = None,
+        compile: bool = False,
     ):
         super().__init__()
         if isinstance(config, dict):  # load_from_checkpoint passes the saved dict back
@@ -102,11 +106,14 @@ class VQGANModule(pl.LightningModule):
         self.strict_loading = perceptual_weight == 0
 
     def configure_model(self) -> None:
-        """Under DDP, share codebook updates across ranks (the process group exists by now)."""
+        """Under DDP, share codebook updates across ranks (the process group exists by now); compile."""
         dist = torch.distributed
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1 and not self._synced:
             self.model.sync_codebook_across_ranks()
             self._synced = True
+        if self.hparams.compile:  # idempotent: compiling a module again replaces its compiled call
+            self.model.encoder.transformer.compile()
+            self.model.decoder.transformer.compile()
 
     def setup(self, stage: str) -> None:
         if self.hparams.cpu_threads and self.trainer.strategy.root_device.type == "cpu":
