@@ -2,6 +2,7 @@
 and ``load_benchmark``, which imports a script of ``benchmarks/`` for the tests that run one at toy size."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import torch
@@ -102,5 +103,6 @@ def load_benchmark(name: str):
     folder = Path(__file__).resolve().parents[1] / "benchmarks"
     spec = importlib.util.spec_from_file_location(f"bench_{name}", folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
