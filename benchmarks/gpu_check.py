@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import math
 import os
 import re
 import shlex
@@ -357,9 +358,12 @@ def judge(check: Check, rc: int, text: str, work: Path) -> None:
     if check.judge == "fit":
         export = work / check.name / "export"
         steps = re.findall(r"max_steps=(\d+)` reached", text)
+        # the progress bar's last train/loss (rich: "train/loss: 5.395", tqdm: "train/loss=5.395")
+        losses = re.findall(r"train/loss[:=]\s*([-+\w.]+)", text.replace("\r", "\n"))
+        loss = float(losses[-1]) if losses and re.fullmatch(r"[-+]?(\d[\d.]*|nan|inf)", losses[-1]) else None
         written = "export written" if export.exists() else "NO export"
-        check.summary = f"{steps[-1] if steps else '?'} steps, {written}"
-        if not export.exists():
+        check.summary = f"{steps[-1] if steps else '?'} steps, loss {'?' if loss is None else f'{loss:.3f}'}, {written}"
+        if not export.exists() or (loss is not None and not math.isfinite(loss)):
             check.status = "FAIL"
     elif check.judge == "json":
         data = last_json(text)

@@ -63,13 +63,17 @@ def test_a_spent_budget_skips_what_is_left(tmp_path):
     assert [c.status for c in todo] == ["SKIP", "SKIP"] and "out of time" in todo[0].summary
 
 
-def test_fit_is_judged_by_its_steps_and_its_export(tmp_path):
+def test_fit_is_judged_by_its_steps_loss_and_export(tmp_path):
     check = gc.Check("fit-x", [], 1, judge="fit")
-    gc.judge(check, 0, "`Trainer.fit` stopped: `max_steps=40` reached.", tmp_path)
-    assert (check.status, check.summary) == ("FAIL", "40 steps, NO export")
+    rich = "`Trainer.fit` stopped: `max_steps=40` reached.\nEpoch 0 4/4 v_num: 6h8r\n    train/loss: 5.395  \n"
+    gc.judge(check, 0, rich, tmp_path)
+    assert (check.status, check.summary) == ("FAIL", "40 steps, loss 5.395, NO export")
     (tmp_path / "fit-x" / "export").mkdir(parents=True)
-    gc.judge(check, 0, "`Trainer.fit` stopped: `max_steps=40` reached.", tmp_path)
-    assert (check.status, check.summary) == ("PASS", "40 steps, export written")
+    gc.judge(check, 0, rich, tmp_path)
+    assert (check.status, check.summary) == ("PASS", "40 steps, loss 5.395, export written")
+    tqdm = "Epoch 0: 100%|###| 40/40 [00:03, train/loss=nan, lr=0.001]\r`Trainer.fit` stopped: `max_steps=40` reached."
+    gc.judge(check, 0, tqdm, tmp_path)
+    assert (check.status, check.summary) == ("FAIL", "40 steps, loss nan, export written")
 
 
 def test_a_json_check_without_its_result_line_fails(tmp_path):
