@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# argen on one CUDA GPU, end to end, in one prepared pass of at most ~8 minutes on an H100/H200:
+# argen on one CUDA GPU, end to end, in one prepared pass of at most ~6 minutes on an H100/H200:
 #   - install the carried wheels (benchmarks/gpu-wheels.sh filled .whl/ beforehand) and import everything;
 #   - `python -m argen.train fit` of tokenizer/demo.yaml, train/demo.yaml and train/iconshop-demo.yaml,
 #     bf16-mixed on the GPU, a few dozen steps each, eager and compiled;
