@@ -98,3 +98,21 @@ def test_the_whole_pass_runs_green_on_cpu(tmp_path):
     report = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
     assert {c["name"]: c["status"] for c in report["results"]} == {c.name: "PASS" for c in gc.checks(tmp_path, gc.CPU)}
     assert (tmp_path / "out" / "gpu-check.log").stat().st_size > 0
+
+
+def test_exit_status_fails_on_a_failure_not_on_a_chosen_skip(tmp_path, monkeypatch):
+    """``main``: a check left out with --skip (and what needs it) does not turn the pass red; a failed one does."""
+    calls = []
+
+    def fake_checks(work, scale):
+        calls.append(work)
+        return [gc.Check("a", py("pass"), 10), gc.Check("b", py("pass"), 10, after=("a",)),
+                gc.Check("c", py(f"import sys; sys.exit({len(calls) - 1})"), 10)]
+
+    monkeypatch.setattr(gc, "checks", fake_checks)
+    monkeypatch.chdir(ROOT)  # main() works from the repository root; the fixture restores the cwd after
+    argv = ["--device", "cpu", "--work", str(tmp_path / "w"), "--skip", "a"]
+    assert gc.main(argv) == 0  # a skipped by choice, b skipped as it needs a, c passes
+    report = json.loads((tmp_path / "w" / "gpu-check.json").read_text())
+    assert [r["status"] for r in report["results"]] == ["SKIP", "SKIP", "PASS"]
+    assert gc.main(argv) == 1  # c fails this time
