@@ -56,6 +56,10 @@ class Scale:
     budget_s: float
     slower: float  # each check's time limit is its GPU limit times this
 
+    @property
+    def device(self) -> str:
+        return "cuda" if self.accelerator == "gpu" else "cpu"
+
 
 GPU = Scale("gpu", fit_steps=40, big_preset="parti-350m", sampling_preset="demo", image_size=256, patch=8,
             codebook=8192, big_batch=8, sampling_len=256,
@@ -96,28 +100,24 @@ def fit(recipe: str, name: str, work: Path, s: Scale, *extra: str) -> list[str]:
 
 
 def checks(work: Path, s: Scale) -> list[Check]:
-    me = [PY, str(Path(__file__).resolve())]
-    one = [*me, "--device", s.accelerator, "--work", str(work), "--run-one"]
+    one = [PY, str(Path(__file__).resolve()), "--device", s.accelerator, "--work", str(work), "--run-one"]
     out: list[Check] = [
         Check("env", [*one, "env"], 60, judge="json"),
         Check("prepare", [*one, "prepare"], 90, after=("env",), judge="json"),
     ]
-    tokenizer = str(work / "fit-tokenizer-eager" / "export")
+    sample = ("--model.init_args.sample_every_n_steps", str(s.fit_steps))  # in-training sampling on the device
+    tokenizer = ("--model.init_args.target.init_args.path", str(work / "fit-tokenizer-eager" / "export"))
     for mode, extra in (("eager", ()), ("compiled", ("--model.init_args.compile", "true"))):
         out += [
             Check(f"fit-tokenizer-{mode}", fit("tokenizer/demo.yaml", f"fit-tokenizer-{mode}", work, s, *extra),
                   180, after=("prepare",), judge="fit"),
             Check(f"fit-iconshop-{mode}",
-                  fit("train/iconshop-demo.yaml", f"fit-iconshop-{mode}", work, s, *extra,
-                      "--model.init_args.sample_every_n_steps", str(s.fit_steps)),
+                  fit("train/iconshop-demo.yaml", f"fit-iconshop-{mode}", work, s, *extra, *sample),
                   180, after=("prepare",), judge="fit"),
+            Check(f"fit-parti-demo-{mode}",
+                  fit("train/demo.yaml", f"fit-parti-demo-{mode}", work, s, *extra, *tokenizer, *sample),
+                  180, after=("fit-tokenizer-eager",), judge="fit"),
         ]
-    for mode, extra in (("eager", ()), ("compiled", ("--model.init_args.compile", "true"))):
-        out.append(Check(f"fit-parti-demo-{mode}",
-                         fit("train/demo.yaml", f"fit-parti-demo-{mode}", work, s, *extra,
-                             "--model.init_args.target.init_args.path", tokenizer,
-                             "--model.init_args.sample_every_n_steps", str(s.fit_steps)),
-                         180, after=("fit-tokenizer-eager",), judge="fit"))
     out += [
         Check("fsdp", [*one, "fsdp"], 300, after=("prepare",), judge="json"),
         Check("fit-parti-350m", big_fit("train/parti-350m.yaml", work / "fit-parti-350m", s, work,
@@ -127,20 +127,16 @@ def checks(work: Path, s: Scale) -> list[Check]:
         Check("sample-cli", [*one, "sample-cli"], 150, after=("fit-parti-demo-eager", "fit-iconshop-eager"),
               judge="json"),
         Check("mfu", [PY, str(ROOT / "benchmarks/train.py"), "mfu", "--preset", s.big_preset,
-                      "--device", device_of(s), "--dtype", "bfloat16", *s.mfu_args, "--json"],
+                      "--device", s.device, "--dtype", "bfloat16", *s.mfu_args, "--json"],
               110, after=("env",), exclusive=True, judge="json"),
         Check("roofline", [PY, str(ROOT / "benchmarks/sampling.py"), "roofline", "--preset", s.big_preset,
-                           "--device", device_of(s), *s.roofline_args, "--json"],
+                           "--device", s.device, *s.roofline_args, "--json"],
               70, after=("env",), exclusive=True, judge="json"),
     ]
     return out
 
 
 # -- in-process checks (run in their own process by the driver) ----------------------------------
-def device_of(s: Scale) -> str:
-    return "cuda" if s.accelerator == "gpu" else "cpu"
-
-
 def run_env(s: Scale, work: Path) -> dict:
     """Versions, the device, and an import of every argen module a GPU run uses."""
     import importlib
@@ -228,21 +224,20 @@ def run_fsdp(s: Scale, work: Path) -> dict:
     base = big_fit("train/parti-3b.yaml", root, s, work, "--checkpoint.every_n_train_steps", "2",
                    "--trainer.val_check_interval", "2",
                    *(("--trainer.strategy", "ddp") if strategy == "ddp" else ()))
-    first = subprocess.run([*base, "--trainer.max_steps", "4"], text=True, stdout=subprocess.PIPE,
-                           stderr=subprocess.STDOUT)
-    print(first.stdout[-20000:])
-    if first.returncode:
-        raise SystemExit(f"first fit failed (rc {first.returncode})")
+    def fit_to(steps: int, *more: str) -> str:
+        r = subprocess.run([*base, "--trainer.max_steps", str(steps), *more], text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        print(r.stdout[-20000:])
+        if r.returncode:
+            raise SystemExit(f"fit to step {steps} failed (rc {r.returncode})")
+        return r.stdout
+
+    fit_to(4)
     ckpt = root / "checkpoints" / "last.ckpt"
     if not ckpt.exists():
         raise SystemExit(f"no checkpoint at {ckpt}")
     sharded = ckpt.is_dir()
-    second = subprocess.run([*base, "--trainer.max_steps", "6", "--ckpt_path", "last"], text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    print(second.stdout[-20000:])
-    if second.returncode:
-        raise SystemExit(f"resumed fit failed (rc {second.returncode})")
-    if not re.search(r"[Rr]estor\w* .*checkpoint", second.stdout):
+    if not re.search(r"[Rr]estor\w* .*checkpoint", fit_to(6, "--ckpt_path", "last")):
         raise SystemExit("the second fit did not say it restored the checkpoint")
     from argen.generator import Generator
 
@@ -254,7 +249,7 @@ def run_fsdp(s: Scale, work: Path) -> dict:
 
 
 def run_sampling(s: Scale, work: Path) -> dict:
-    """Eager vs compiled (CUDA graphs on a GPU) decoding of the big preset on a real image target:
+    """Eager vs compiled (CUDA graphs on a GPU) decoding on a real image target (random weights):
     equal tokens at fp32 (sequential and speculative), close logits at bf16."""
     import torch
 
@@ -262,7 +257,7 @@ def run_sampling(s: Scale, work: Path) -> dict:
     from argen.transformer.speculative import generate_speculative
     from argen.vqgan.target import ImageTarget
 
-    device = torch.device(device_of(s))
+    device = torch.device(s.device)
     target = ImageTarget(work / "random-tokenizer", device=device)
     config = config_from_preset(s.sampling_preset, target_vocab_size=target.vocab_size,
                                 max_target_len=target.max_len, target_feature_sizes=tuple(target.feature_sizes))
@@ -318,7 +313,7 @@ def max_diff_while_equal(tokens, logits, other_tokens, other_logits) -> float:
 
 def run_sample_cli(s: Scale, work: Path) -> dict:
     """``python -m argen.sample`` on the device: the image demo's export compiled, the SVG demo's speculative."""
-    device = device_of(s)
+    device = s.device
     report = []
     for export, extra, out in (
         (work / "fit-parti-demo-eager" / "export", ["--compile"], work / "sample-parti.png"),

@@ -230,8 +230,7 @@ def test_probe_learns_vendor_and_category_from_real_images(shards):
     rows = EE.read_real(str(out / "train-*.tar"), 32)
     probe = EE.Probe(E.VENDORS, sorted(CATEGORIES), "cnn", epochs=12).fit(rows)
     held = EE.read_real(str(out / "heldout-*.tar"), 32)
-    images = np.stack([r["image"] for r in held])
-    pv, pc = probe.predict(images)
+    pv, pc = probe.predict(np.stack([r["image"] for r in held]))
     yv = torch.tensor([E.VENDORS.index(r["vendor"]) for r in held])
     assert probe.train_accuracy["vendor"] > 0.9 and (pv == yv).float().mean() > 0.7
 
