@@ -34,6 +34,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
+# Eager vs compiled decoding runs the same code at any size, and compiles three times: the small preset.
+SAMPLING_PRESET = "demo"
 
 
 # -- sizes per device ---------------------------------------------------------------------------
@@ -44,7 +46,6 @@ class Scale:
     accelerator: str
     fit_steps: int
     big_preset: str  # the FSDP, DDP and speed checks
-    sampling_preset: str  # eager vs compiled decoding: the same code at any size, and it compiles 3 times
     image_size: int  # the random stage-1 tokenizer those checks use
     patch: int
     codebook: int
@@ -61,12 +62,12 @@ class Scale:
         return "cuda" if self.accelerator == "gpu" else "cpu"
 
 
-GPU = Scale("gpu", fit_steps=40, big_preset="parti-350m", sampling_preset="demo", image_size=256, patch=8,
+GPU = Scale("gpu", fit_steps=40, big_preset="parti-350m", image_size=256, patch=8,
             codebook=8192, big_batch=8, sampling_len=256,
             mfu_args=("--batch", "32", "--text-len", "128", "--steps", "10", "--warmup", "3", "--apex-too"),
             roofline_args=("--prompts", "16", "--new-tokens", "256", "--repeats", "2"),
             jobs=6, budget_s=310, slower=1)
-CPU = Scale("cpu", fit_steps=4, big_preset="demo", sampling_preset="demo", image_size=32, patch=4,
+CPU = Scale("cpu", fit_steps=4, big_preset="demo", image_size=32, patch=4,
             codebook=512, big_batch=2, sampling_len=24,
             mfu_args=("--batch", "2", "--text-len", "16", "--steps", "2", "--warmup", "1", "--variants", "eager"),
             roofline_args=("--prompts", "2", "--new-tokens", "16", "--repeats", "1", "--text-len", "8"),
@@ -259,7 +260,7 @@ def run_sampling(s: Scale, work: Path) -> dict:
 
     device = torch.device(s.device)
     target = ImageTarget(work / "random-tokenizer", device=device)
-    config = config_from_preset(s.sampling_preset, target_vocab_size=target.vocab_size,
+    config = config_from_preset(SAMPLING_PRESET, target_vocab_size=target.vocab_size,
                                 max_target_len=target.max_len, target_feature_sizes=tuple(target.feature_sizes))
     torch.manual_seed(0)
     with device:
@@ -292,7 +293,7 @@ def run_sampling(s: Scale, work: Path) -> dict:
     out.update(bf16_tokens_equal_share=float((a == b).float().mean()), bf16_vs_fp32_max_logit_diff=bf16_error,
                compiled_vs_eager_bf16_max_logit_diff=compile_error)
     ok = out["fp32_tokens_equal"] and out["fp32_speculative_equal"] and compile_error <= 2 * bf16_error + 1e-3
-    out["summary"] = (f"{s.sampling_preset} {n} tokens x {prompts} prompts (CFG): fp32 tokens equal "
+    out["summary"] = (f"{SAMPLING_PRESET} {n} tokens x {prompts} prompts (CFG): fp32 tokens equal "
                       f"{out['fp32_tokens_equal']} (max logit diff {out['fp32_max_logit_diff']:.1e}), "
                       f"speculative equal {out['fp32_speculative_equal']}; bf16 max logit diff "
                       f"{compile_error:.3f} compiled vs eager, {bf16_error:.3f} eager vs fp32, "

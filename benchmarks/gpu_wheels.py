@@ -18,6 +18,7 @@ target (CPython 3.12 on x86_64 Linux), and stop at anything preinstalled.
 
 import configparser
 import email.parser
+import itertools
 import re
 import subprocess
 import sys
@@ -149,7 +150,7 @@ def resolve(roots, preinstalled, download) -> dict:
 
 def pip_download(pip_args, stage):
     """A `download` for `resolve`: pip download --no-deps into a fresh folder of `stage` per call."""
-    calls = iter(range(1_000_000))
+    calls = itertools.count()
 
     def download(reqs):
         folder = Path(stage) / f"round-{next(calls)}"
